@@ -1,0 +1,418 @@
+"""The streaming CommerceML reader.
+
+One pass over a file with lxml ``iterparse`` yields typed records, checks each
+record against our XSD (libxml2, per record, so line numbers are exact and one
+bad record does not hide the next), and collects problems. Memory stays
+bounded: each record's subtree is dropped as soon as it has been read, and
+the records before it are removed from their parent, so a catalog of a
+million products costs no more than one of a thousand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from lxml import etree
+
+from bridge.commerceml import build
+from bridge.commerceml.build import child_text, flag, kids, local
+from bridge.commerceml.encoding import EncodingGuard, EncodingInfo, sniff
+from bridge.commerceml.header import Header, empty_counts
+from bridge.commerceml.problems import ERROR, SKIPPED, WARNING, Problem, StructuralError, plain_names, reword
+from bridge.commerceml.records import Offer, Record
+from bridge.commerceml.validation import RecordValidator, StreamingUserValidation, record_path, relative_path
+
+log = logging.getLogger(__name__)
+
+ROOT = "КоммерческаяИнформация"
+SECTIONS = {"Классификатор", "Каталог", "ПакетПредложений", "Контрагенты", "Документ"}
+_CONTAINERS = {"Группы", "Свойства", "ТипыЦен", "Склады", "ЕдиницыИзмерения"}
+_RECORD_ENDS = {"Товар", "Предложение", "Контрагент", "Документ"}
+_STARTS = {ROOT, "Классификатор", "Каталог", "ПакетПредложений", "Контрагенты", "Товары", "Предложения"}
+_TAGS = [f"{{*}}{name}" for name in sorted(_STARTS | SECTIONS | _CONTAINERS | _RECORD_ENDS)]
+_KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
+MAX_STORED_PROBLEMS = 1000
+_HEAD = 65536
+
+
+class _CountingReader:
+    """A file object for lxml that counts bytes (progress) and guards the encoding."""
+
+    def __init__(self, raw: BinaryIO, guard: EncodingGuard) -> None:
+        self._raw = raw
+        self._guard = guard
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self.position += len(chunk)
+        self._guard.feed(chunk)
+        return chunk
+
+
+class FileReader:
+    """Reads one exchange file. Iterate ``records()`` once; then read
+    ``header``, ``counts`` and ``problems``.
+
+    level: "tolerant" (schema deviations are warnings) or "strict" (they are
+    errors). user_schema: an XSD to validate the whole file against in the
+    same streaming pass (its violations are errors).
+    """
+
+    def __init__(self, path: str | Path, display_name: str | None = None, *, level: str = "tolerant",
+                 user_schema: str | Path | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.path = Path(path)
+        self.name = display_name or str(path)
+        self.level = level
+        self.user_schema = Path(user_schema) if user_schema else None
+        self.progress = progress
+        self.header = Header(file=self.name)
+        self.counts = empty_counts()
+        self.skipped = 0
+        self.problems: list[Problem] = []
+        self.problem_totals = {ERROR: 0, SKIPPED: 0, WARNING: 0}
+        self.bytes_read = 0
+        self._dictionaries: dict[str, dict[str, str]] = {}
+        self._price_types: set[str] = set()
+        self._warehouses: set[str] = set()
+        self._offer_shape = {"prices": False, "stock": False, "other": False}
+        self._validator: RecordValidator | None = None
+        self._current: tuple[etree._Element, int] | None = None
+        self._root_closed = False
+
+    # -- results -----------------------------------------------------------
+    @property
+    def has_errors(self) -> bool:
+        return self.problem_totals[ERROR] > 0
+
+    def report(self, severity: str, line: int, path: str, message: str) -> None:
+        self.problem_totals[severity] += 1
+        if len(self.problems) < MAX_STORED_PROBLEMS:
+            self.problems.append(Problem(severity, self.name, line, path, message))
+        elif len(self.problems) == MAX_STORED_PROBLEMS:
+            self.problems.append(Problem(WARNING, self.name, line, path,
+                                         f"more than {MAX_STORED_PROBLEMS} problems; the rest are only counted"))
+
+    # -- reading -----------------------------------------------------------
+    def records(self) -> Iterator[Record]:
+        """Yield the file's records in document order; never raises for bad input."""
+        try:
+            with open(self.path, "rb") as raw:
+                self.header.size = self.path.stat().st_size
+                head = raw.read(_HEAD)
+                raw.seek(0)
+                info = sniff(head)
+                self.header.encoding, self.header.bom = info.encoding, info.bom
+                yield from self._parse(raw, info)
+        except StructuralError as exc:
+            self.report(ERROR, exc.line, exc.path, exc.message)
+        except OSError as exc:
+            self.report(ERROR, 0, "", f"cannot read the file: {exc.strerror or exc}")
+        self._finish()
+
+    def _parse(self, raw: BinaryIO, info: EncodingInfo) -> Iterator[Record]:
+        source = _CountingReader(raw, EncodingGuard(info))
+        user = StreamingUserValidation(self.user_schema, self._sniff_namespace(raw)) if self.user_schema else None
+        context = etree.iterparse(
+            source, events=("start", "end"), tag=_TAGS, resolve_entities=False, no_network=True,
+            load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True,
+            schema=user.schema if user else None)
+        root_seen = False
+        try:
+            for event, element in context:
+                if not root_seen:
+                    root_seen = True
+                    self._check_root(element.getroottree().getroot())
+                if event == "start":
+                    self._on_start(element)
+                    continue
+                if element.getparent() is None:
+                    self._root_closed = True
+                yield from self._on_end(element)
+                if self.progress is not None and source.position - self.bytes_read > 1 << 20:
+                    self.bytes_read = source.position
+                    self.progress(self.bytes_read, self.counts["products"] + self.counts["offers"])
+        except etree.XMLSyntaxError as exc:
+            if user is not None and user.owns(exc):
+                for line, path, message in user.problems(exc, self.path):
+                    self.report(ERROR, line, path, message)
+            else:
+                consumed_all = source.position >= self.header.size
+                raise self._syntax_error(exc, context, consumed_all) from None
+        self.bytes_read = source.position
+        if not root_seen:
+            root = getattr(context, "root", None)
+            if root is None:
+                raise StructuralError("the file contains no XML element", line=1)
+            self._check_root(root)
+
+    def _sniff_namespace(self, raw: BinaryIO) -> str | None:
+        """The root's namespace, read before the main pass so a user schema can be retargeted."""
+        raw.seek(0)
+        try:
+            for _, element in etree.iterparse(raw, events=("start",), resolve_entities=False, no_network=True,
+                                              load_dtd=False, huge_tree=False):
+                return etree.QName(element).namespace
+        except etree.XMLSyntaxError:
+            return None  # the main pass reports it with a line number
+        finally:
+            raw.seek(0)
+        return None
+
+    def _syntax_error(self, exc: etree.XMLSyntaxError, context: object, consumed_all: bool) -> StructuralError:
+        line, message = exc.lineno or 0, str(getattr(exc, "msg", exc) or exc)
+        if not line:
+            # iterparse sometimes raises a generic 'no element found' at line 0;
+            # the parser's log holds the real cause with its line.
+            fatal = [e for e in exc.error_log if e.level_name == "FATAL"]
+            if fatal:
+                line, message = fatal[-1].line, fatal[-1].message
+        message = message.split(", line ")[0].strip()
+        lowered = message.lower()
+        if self.header.size == 0:
+            human = "the file is empty (0 bytes)"
+        elif "encoding" in lowered or "utf-8" in lowered:
+            human = (f"the file says it is {self.header.encoding or 'UTF-8'} but its bytes are not "
+                     f"(probably windows-1251 without a declaration, or a damaged file): {message}")
+        elif "entity" in lowered:
+            human = f"the file uses an entity, which CommerceML never does: {message}"
+        elif consumed_all and not self._root_closed:
+            human = f"the file ends too early (truncated, or still being written): {message}"
+        elif "start tag expected" in lowered or "document is empty" in lowered:
+            human = f"this is not an XML file: {message}"
+        else:
+            human = f"the XML is broken: {message}"
+        root = getattr(context, "root", None)
+        return StructuralError(human, line=line, path=_deepest_path(root))
+
+    def _check_root(self, root: etree._Element) -> None:
+        qname = etree.QName(root)
+        if qname.localname != ROOT:
+            raise StructuralError(
+                f"the root element is <{qname.localname}>, not <{ROOT}>: this is not a CommerceML exchange file",
+                line=root.sourceline or 1, path=f"/{qname.localname}")
+        namespace = qname.namespace
+        self.header.namespace = namespace
+        self.header.schema_version = root.get("ВерсияСхемы")
+        self.header.generated_at = root.get("ДатаФормирования")
+        if namespace and not namespace.startswith(_KNOWN_NAMESPACE):
+            self.report(WARNING, root.sourceline or 1, f"/{ROOT}", f"unexpected namespace '{namespace}'; read by element names anyway")
+        if not self.header.schema_version:
+            self.report(WARNING, root.sourceline or 1, f"/{ROOT}", "ВерсияСхемы is missing; the file is read as CommerceML 2")
+        self._validator = RecordValidator(self.level, namespace, self)
+
+    def _on_start(self, element: etree._Element) -> None:
+        name = local(element.tag)
+        parent = element.getparent()
+        parent_name = local(parent.tag) if parent is not None else ""
+        if name in SECTIONS and name != "Документ" and parent_name in (ROOT, "Контейнер"):
+            self.header.sections.add(name)
+            attribute = element.get("СодержитТолькоИзменения")
+            if attribute is not None:
+                self.header.only_changes[name] = flag(attribute)
+        elif name in ("Товары", "Предложения") and parent_name in ("Каталог", "ПакетПредложений"):
+            self._read_section_ids(parent)
+
+    def _read_section_ids(self, section: etree._Element) -> None:
+        """Ids and the old element form of СодержитТолькоИзменения, which precede the records."""
+        name = local(section.tag)
+        if name not in self.header.only_changes:
+            value = child_text(section, "СодержитТолькоИзменения")
+            if value is not None:
+                self.header.only_changes[name] = flag(value)
+        if name == "Каталог":
+            self.header.catalog_id = self.header.catalog_id or child_text(section, "Ид")
+            self.header.classifier_id = self.header.classifier_id or child_text(section, "ИдКлассификатора")
+        elif name == "ПакетПредложений":
+            self.header.package_id = self.header.package_id or child_text(section, "Ид")
+            self.header.package_catalog_id = self.header.package_catalog_id or child_text(section, "ИдКаталога")
+        elif name == "Классификатор":
+            self.header.classifier_id = self.header.classifier_id or child_text(section, "Ид")
+
+    def _on_end(self, element: etree._Element) -> Iterator[Record]:
+        name = local(element.tag)
+        parent = element.getparent()
+        parent_name = local(parent.tag) if parent is not None else ""
+        if name == "Товар":
+            if parent_name == "Товары" and local(parent.getparent().tag) == "Каталог":
+                self.counts["products"] += 1
+                yield from self._record(element, "products", "product", lambda e: build.product(
+                    e, self._dictionaries, self.header.catalog_id))
+        elif name == "Предложение":
+            self.counts["offers"] += 1
+            yield from self._record(element, "offers", "offer", lambda e: build.offer(
+                e, self._warn, self._dictionaries, self.header.package_id, self.header.package_catalog_id))
+        elif name == "Контрагент":
+            if parent_name == "Контрагенты" and local(parent.getparent().tag) in (ROOT, "Контейнер"):
+                self.counts["counterparties"] += 1
+                yield from self._record(element, "counterparties", "counterparty", build.counterparty)
+        elif name == "Документ":
+            self.header.sections.add("Документ")
+            self.counts["documents"] += 1
+            yield from self._record(element, "documents", "document", lambda e: build.document(e, self._warn))
+        elif name in _CONTAINERS:
+            if parent_name in ("Классификатор", "ПакетПредложений", "Каталог"):
+                yield from self._container(element, name)
+        elif name in SECTIONS:
+            if parent_name in (ROOT, "Контейнер"):
+                self._read_section_ids(element)
+                element.clear(keep_tail=False)
+
+    def _record(self, element: etree._Element, count_key: str, what: str,
+                make: Callable[[etree._Element], Record | None]) -> Iterator[Record]:
+        assert self._validator is not None
+        index = self.counts[count_key]
+        self._current = (element, index)
+        self._validator.check(element, index)
+        record = make(element)
+        if record is None:
+            self.skipped += 1
+            self.report(SKIPPED, element.sourceline or 0, record_path(element, index),
+                        f"this {what} has no Ид, so it cannot be identified; it is skipped and the rest of the file is read")
+        else:
+            if isinstance(record, Offer):
+                self._check_offer(record, element, index)
+            yield record
+        self._current = None
+        _drop(element)
+
+    def _container(self, element: etree._Element, name: str) -> Iterator[Record]:
+        assert self._validator is not None
+        section = local(element.getparent().tag)
+        if name == "Группы":
+            for index, (tag, group) in enumerate(kids(element), 1):
+                if tag == "Группа":
+                    self._validator.check(group, index)
+            for group in build.groups(element, None, self._skip):
+                self.counts["groups"] += 1
+                yield group
+        else:
+            item, count_key, what, make = {
+                "Свойства": ("Свойство", "properties", "property", build.property_),
+                "ТипыЦен": ("ТипЦены", "price_types", "price type", build.price_type),
+                "Склады": ("Склад", "warehouses", "warehouse", build.warehouse),
+                "ЕдиницыИзмерения": ("ЕдиницаИзмерения", "", "unit", build.unit),
+            }[name]
+            for index, (tag, c) in enumerate(kids(element), 1):
+                if tag not in (item, "СвойствоНоменклатуры"):
+                    continue
+                self._validator.check(c, index)
+                record = make(c)
+                if count_key:
+                    self.counts[count_key] += 1
+                if record is None:
+                    self.skipped += 1
+                    self.report(SKIPPED, c.sourceline or 0, record_path(c, index),
+                                f"this {what} has no Ид, so it cannot be identified; it is skipped")
+                    continue
+                if record.kind == "property":
+                    self._dictionaries[record.id] = record.values
+                elif record.kind == "price_type":
+                    self._price_types.add(record.id)
+                elif record.kind == "warehouse":
+                    self._warehouses.add(record.id)
+                yield record
+        element.clear(keep_tail=False)
+
+    def _check_offer(self, offer: Offer, element: etree._Element, index: int) -> None:
+        path = record_path(element, index)
+        if offer.prices:
+            self._offer_shape["prices"] = True
+            if self._price_types:
+                for price in offer.prices:
+                    if price.price_type_id not in self._price_types:
+                        self.report(WARNING, element.sourceline or 0, path,
+                                    f"price type {price.price_type_id} is not among this file's ТипыЦен")
+        if offer.stock is not None or offer.quantity is not None:
+            self._offer_shape["stock"] = True
+            if self._warehouses and offer.stock:
+                for wid in offer.stock:
+                    if wid not in self._warehouses:
+                        self.report(WARNING, element.sourceline or 0, path, f"warehouse {wid} is not among this file's Склады")
+        if offer.name or offer.characteristics or offer.sku:
+            self._offer_shape["other"] = True
+
+    def _warn(self, element: etree._Element, message: str) -> None:
+        if self._current is not None:
+            record, index = self._current
+            path = record_path(record, index) + relative_path(element, record)
+        else:
+            path = element_path(element)
+        self.report(WARNING, element.sourceline or 0, path, message)
+
+    def _skip(self, element: etree._Element, message: str) -> None:
+        self.skipped += 1
+        self.report(SKIPPED, element.sourceline or 0, element_path(element), message)
+
+    def _finish(self) -> None:
+        self.header.kind = _kind(self.header, self.counts, self._offer_shape, self.path.name)
+
+
+def _drop(element: etree._Element) -> None:
+    """Free a finished record and the finished siblings before it (never ancestors)."""
+    element.clear(keep_tail=False)
+    parent = element.getparent()
+    if parent is None:
+        return
+    while element.getprevious() is not None:
+        del parent[0]
+
+
+def element_path(element: etree._Element) -> str:
+    """'/КоммерческаяИнформация/Каталог/Товары/Товар/Цены/Цена[2]' with positions among same-named siblings."""
+    parts: list[str] = []
+    node: etree._Element | None = element
+    while node is not None:
+        name = local(node.tag)
+        parent = node.getparent()
+        if parent is not None:
+            same = [c for c in parent if c.tag == node.tag]
+            if len(same) > 1:
+                name += f"[{same.index(node) + 1}]"
+        parts.append(name)
+        node = parent
+    return "/" + "/".join(reversed(parts))
+
+
+def _deepest_path(root: etree._Element | None) -> str:
+    """Where parsing stopped: follow the last child down from the root."""
+    if root is None:
+        return ""
+    node = root
+    parts = [local(node.tag)]
+    while len(node):
+        node = node[-1]
+        parts.append(local(node.tag))
+    return "/" + "/".join(p for p in parts if p)
+
+
+def _kind(header: Header, counts: dict[str, int], shape: dict[str, bool], file_name: str) -> str:
+    kinds: list[str] = []
+    # A classifier travels with offers too (price types, warehouses, properties);
+    # it makes a file a catalog only when nothing else is in it.
+    others = {"ПакетПредложений", "Контрагенты", "Документ"} & header.sections
+    if "Каталог" in header.sections or ("Классификатор" in header.sections and not others):
+        kinds.append("catalog")
+    if "ПакетПредложений" in header.sections:
+        lowered = file_name.lower()
+        if lowered.startswith("prices"):
+            kinds.append("prices")
+        elif lowered.startswith("rests"):
+            kinds.append("rests")
+        elif shape["prices"] and not shape["stock"] and not shape["other"]:
+            kinds.append("prices")
+        elif shape["stock"] and not shape["prices"] and not shape["other"]:
+            kinds.append("rests")
+        else:
+            kinds.append("offers")
+    if "Контрагенты" in header.sections:
+        kinds.append("counterparties")
+    if "Документ" in header.sections:
+        kinds.append("documents")
+    if not kinds:
+        return "empty"
+    return kinds[0] if len(kinds) == 1 else "mixed"

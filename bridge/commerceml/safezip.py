@@ -1,0 +1,103 @@
+"""Unpack a zip of an exchange folder without trusting it.
+
+1C may send the whole exchange folder as one zip. A hostile or broken archive
+can name files outside the target (absolute paths, ``..``: "zip slip"), carry
+symlinks, or expand to far more than it weighs (a zip bomb). We check every
+entry before writing anything, so a refused archive leaves no file behind,
+and we count bytes actually written rather than trusting the sizes the
+archive declares.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from bridge.commerceml.problems import StructuralError
+
+DEFAULT_MAX_TOTAL = 8 * 1024**3  # 8 GiB unpacked: above the largest real catalogs
+DEFAULT_MAX_ENTRIES = 100_000
+_CHUNK = 1 << 20
+
+
+def _entry_name(info: zipfile.ZipInfo) -> str:
+    """1C's archiver writes Russian names in cp866 without the UTF-8 flag."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        try:
+            name = name.encode("cp437").decode("cp866")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return name
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    normalized = name.replace("\\", "/")
+    path = PurePosixPath(normalized)
+    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
+        raise StructuralError(f"the archive holds an absolute path '{name}'; it is refused")
+    if any(part == ".." for part in path.parts):
+        raise StructuralError(f"the archive holds a path that climbs out of its folder ('{name}'); it is refused")
+    return path
+
+
+def extract(archive: Path, target: Path, *, max_total: int = DEFAULT_MAX_TOTAL,
+            max_entries: int = DEFAULT_MAX_ENTRIES) -> list[Path]:
+    """Unpack ``archive`` into ``target`` (which must be empty) and return the files written."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise StructuralError(f"this is not a readable zip archive: {exc}") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > max_entries:
+            raise StructuralError(f"the archive holds {len(infos)} entries, more than the limit of {max_entries}")
+        plan: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+        declared = 0
+        for info in infos:
+            name = _entry_name(info)
+            relative = _safe_relative(name)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise StructuralError(f"the archive holds a symbolic link '{name}'; links are refused")
+            if info.flag_bits & 0x1:
+                raise StructuralError(f"the archive entry '{name}' is encrypted")
+            declared += info.file_size
+            if declared > max_total:
+                raise StructuralError(f"the archive would unpack to more than {max_total} bytes; it is refused")
+            plan.append((info, relative))
+        written: list[Path] = []
+        total = 0
+        try:
+            for info, relative in plan:
+                destination = target.joinpath(*relative.parts)
+                if info.is_dir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as source, open(destination, "xb") as sink:
+                    while chunk := source.read(_CHUNK):
+                        total += len(chunk)
+                        if total > max_total:
+                            raise StructuralError(f"the archive unpacks to more than {max_total} bytes; it is refused")
+                        sink.write(chunk)
+                written.append(destination)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            _empty(target)
+            if isinstance(exc, FileExistsError):
+                raise StructuralError(f"the archive holds the same file twice: {exc.filename}") from None
+            raise StructuralError(f"the archive is damaged: {exc}") from None
+        except StructuralError:
+            _empty(target)
+            raise
+        return written
+
+
+def _empty(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

@@ -1,0 +1,9 @@
+"""One place for timestamps, so every table writes the same format (UTC, ISO 8601)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

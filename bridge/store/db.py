@@ -1,0 +1,173 @@
+"""The state database: one SQLite file, WAL, owner-only, versioned schema.
+
+Every table of the bridge's state lives here (the file ledger, id map and
+fingerprints, outbox, journal), so one transaction can change a record's
+state and enqueue the CRM operation it causes: a crash can never leave one
+without the other.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Each entry migrates from version i to i+1. Never edit a released entry; append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        claim_key TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        received_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        archive_path TEXT,
+        kind TEXT,
+        catalog_id TEXT,
+        full_catalog INTEGER NOT NULL DEFAULT 0,
+        deactivation TEXT,
+        counts TEXT,
+        plan TEXT,
+        error TEXT,
+        replay_of INTEGER REFERENCES files(id),
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX files_status ON files(status);
+    CREATE INDEX files_sha ON files(sha256);
+    CREATE TABLE records (
+        entity TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        fingerprint TEXT,
+        crm_id TEXT,
+        catalog_id TEXT,
+        active INTEGER NOT NULL DEFAULT 1,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (entity, external_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX records_catalog ON records(entity, catalog_id, active);
+    CREATE TABLE staged (
+        file_id INTEGER NOT NULL,
+        entity TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        fingerprint TEXT,
+        catalog_id TEXT,
+        active INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (file_id, entity, external_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX staged_lookup ON staged(entity, external_id);
+    CREATE TABLE dictionary (
+        entity TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT,
+        PRIMARY KEY (entity, external_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE waiting (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,
+        external_id TEXT NOT NULL,
+        need TEXT NOT NULL,
+        record TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    CREATE INDEX waiting_need ON waiting(need);
+    CREATE TABLE seen (
+        file_id INTEGER NOT NULL,
+        external_id TEXT NOT NULL,
+        PRIMARY KEY (file_id, external_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER,
+        kind TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        match TEXT,
+        create_only TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        done_at TEXT
+    );
+    CREATE INDEX outbox_status ON outbox(status, id);
+    CREATE INDEX outbox_file ON outbox(file_id, status);
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        file_id INTEGER,
+        entity TEXT,
+        external_id TEXT,
+        step TEXT NOT NULL,
+        status TEXT NOT NULL,
+        message TEXT,
+        detail TEXT
+    );
+    CREATE INDEX journal_file ON journal(file_id, id);
+    CREATE INDEX journal_entity ON journal(external_id, id);
+    CREATE INDEX journal_at ON journal(at);
+    """,
+]
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open (and create or migrate) the state database.
+
+    read_only opens an existing file without changing it; a missing file
+    gives an empty in-memory database so dry runs work on a fresh install.
+    """
+    if read_only:
+        if not path.exists():
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            _migrate(conn)
+            return conn
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Create the file owner-only before SQLite does: it holds the id map and the
+    # journal, which name customers. SQLite gives -wal/-shm the same mode.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+    conn.execute("PRAGMA foreign_keys = ON")
+    _migrate(conn)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"the state database has schema version {version}, newer than this bridge "
+                           f"({len(MIGRATIONS)}); upgrade the bridge")
+    for number in range(version, len(MIGRATIONS)):
+        with transaction(conn):
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+
+
+def _statements(script: str) -> Iterator[str]:
+    for statement in script.split(";"):
+        if statement.strip():
+            yield statement
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,110 @@
+"""The durable outbox of CRM operations.
+
+Rows are written as 'staged' while their file is being read and become
+'pending' only when the whole file has been read without a structural error
+(in the same transaction that records their fingerprints), so nothing from a
+file that ends up in quarantine ever reaches the CRM. Delivery is at least
+once; every operation is an idempotent upsert, so a redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.crm.base import Operation
+from bridge.store.clock import now
+
+
+@dataclass(slots=True)
+class Intent:
+    """An operation the pipeline wants, with the state it implies."""
+
+    entity: str  # what the fingerprint is about: product, price, stock, company, contact, deal
+    kind: str  # the CRM operation kind (bridge.crm.base)
+    external_id: str
+    payload: dict[str, Any]
+    match: dict[str, Any] | None = None
+    create_only: list[str] | None = None
+    catalog_id: str | None = None
+    active: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entity": self.entity, "kind": self.kind, "external_id": self.external_id, "payload": self.payload,
+                "match": self.match, "create_only": self.create_only, "catalog_id": self.catalog_id,
+                "active": self.active}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Intent:
+        return cls(**data)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent], status: str) -> int:
+    stamp = now()
+    rows = [(file_id, i.kind, i.entity, i.external_id, dumps(i.payload), dumps(i.match) if i.match else None,
+             dumps(i.create_only) if i.create_only else None, status, stamp) for i in intents]
+    conn.executemany("INSERT INTO outbox (file_id, kind, entity, external_id, payload, match, create_only, status,"
+                     " created_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+    return len(rows)
+
+
+def release_staged(conn: sqlite3.Connection, file_id: int) -> int:
+    return conn.execute("UPDATE outbox SET status = 'pending' WHERE file_id = ? AND status = 'staged'",
+                        (file_id,)).rowcount
+
+
+def discard_staged(conn: sqlite3.Connection, file_id: int) -> int:
+    return conn.execute("DELETE FROM outbox WHERE file_id = ? AND status = 'staged'", (file_id,)).rowcount
+
+
+@dataclass(slots=True)
+class Pending:
+    operation: Operation
+    entity: str
+    file_id: int | None
+    attempts: int
+
+
+def due(conn: sqlite3.Connection, limit: int) -> list[Pending]:
+    rows = conn.execute(
+        "SELECT id, file_id, kind, entity, external_id, payload, match, create_only, attempts FROM outbox"
+        " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (time.time(), limit)).fetchall()
+    return [Pending(Operation(kind=r[2], external_id=r[4], payload=json.loads(r[5]),
+                              match=json.loads(r[6]) if r[6] else None,
+                              create_only=json.loads(r[7]) if r[7] else [], id=r[0]),
+                    entity=r[3], file_id=r[1], attempts=r[8]) for r in rows]
+
+
+def mark_done(conn: sqlite3.Connection, ids: list[int]) -> None:
+    stamp = now()
+    conn.executemany("UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL WHERE id = ?",
+                     [(stamp, i) for i in ids])
+
+
+def mark_failed(conn: sqlite3.Connection, failures: list[tuple[int, str]]) -> None:
+    stamp = now()
+    conn.executemany("UPDATE outbox SET status = 'failed', done_at = ?, last_error = ?, attempts = attempts + 1"
+                     " WHERE id = ?", [(stamp, error, i) for i, error in failures])
+
+
+def postpone(conn: sqlite3.Connection, retries: list[tuple[int, str, float]]) -> None:
+    conn.executemany("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                     [(error, at, i) for i, error, at in retries])
+
+
+def depth(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, COUNT(*) FROM outbox WHERE status IN ('pending','staged','failed')"
+                             " GROUP BY status").fetchall())
+
+
+def open_for_file(conn: sqlite3.Connection, file_id: int) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, COUNT(*) FROM outbox WHERE file_id = ? GROUP BY status",
+                             (file_id,)).fetchall())

@@ -1,0 +1,146 @@
+"""What the bridge knows about each 1C record: fingerprints, CRM ids, names.
+
+* records    - the id map (1C Ид -> CRM id per entity) and the fingerprint of
+               what was last enqueued, so unchanged records are skipped.
+* staged     - the same for the file being read; merged into records when
+               the file commits, dropped when it is quarantined.
+* dictionary - classifier entries (price types, warehouses, properties,
+               groups, units) that later package files refer to by Ид.
+* waiting    - operations that need something not known yet (an offer whose
+               product has not arrived); released when it arrives.
+* seen       - products listed by a full catalog export, for deactivation.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bridge.store.clock import now
+from bridge.store.outbox import Intent, dumps
+
+_CHUNK = 500  # SQLite's variable limit is far above; this keeps statements short
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def fingerprints(conn: sqlite3.Connection, entity: str, ids: Sequence[str], file_id: int | None) -> dict[str, str | None]:
+    """Current fingerprint per id (staged in this file wins); absent ids are unknown records."""
+    result: dict[str, str | None] = {}
+    for part in _chunks(list(dict.fromkeys(ids))):
+        marks = ",".join("?" * len(part))
+        result.update(conn.execute(f"SELECT external_id, fingerprint FROM records WHERE entity = ? AND external_id IN ({marks})",
+                                   (entity, *part)).fetchall())
+        if file_id is not None:
+            result.update(conn.execute(f"SELECT external_id, fingerprint FROM staged WHERE file_id = ? AND entity = ?"
+                                       f" AND external_id IN ({marks})", (file_id, entity, *part)).fetchall())
+    return result
+
+
+def known(conn: sqlite3.Connection, entity: str, ids: Sequence[str], file_id: int | None) -> set[str]:
+    return set(fingerprints(conn, entity, ids, file_id))
+
+
+def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent, str]]) -> None:
+    conn.executemany("INSERT OR REPLACE INTO staged (file_id, entity, external_id, fingerprint, catalog_id, active)"
+                     " VALUES (?,?,?,?,?,?)",
+                     [(file_id, i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents])
+
+
+def remember(conn: sqlite3.Connection, intents: Iterable[tuple[Intent, str]]) -> None:
+    """Record fingerprints directly (for operations enqueued outside a file)."""
+    stamp = now()
+    conn.executemany(
+        "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at) VALUES (?,?,?,?,?,?)"
+        " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
+        " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
+        " updated_at = excluded.updated_at",
+        [(i.entity, i.external_id, fp, i.catalog_id, int(i.active), stamp) for i, fp in intents])
+
+
+def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
+    conn.execute(
+        "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
+        " SELECT entity, external_id, fingerprint, catalog_id, active, ? FROM staged WHERE file_id = ? AND true"
+        " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
+        " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
+        " updated_at = excluded.updated_at", (now(), file_id))
+    conn.execute("DELETE FROM staged WHERE file_id = ?", (file_id,))
+
+
+def discard_file(conn: sqlite3.Connection, file_id: int) -> None:
+    for table in ("staged", "waiting", "seen"):
+        conn.execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
+
+
+def forget_fingerprint(conn: sqlite3.Connection, entity: str, external_id: str) -> None:
+    """After a permanent failure or a deactivation: the next export must send the record again."""
+    conn.execute("UPDATE records SET fingerprint = NULL WHERE entity = ? AND external_id = ?", (entity, external_id))
+
+
+def set_crm_ids(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+    """rows: (crm_id, entity, external_id)."""
+    conn.executemany("UPDATE records SET crm_id = ? WHERE entity = ? AND external_id = ?", rows)
+
+
+def crm_id(conn: sqlite3.Connection, entity: str, external_id: str) -> str | None:
+    row = conn.execute("SELECT crm_id FROM records WHERE entity = ? AND external_id = ?", (entity, external_id)).fetchone()
+    return row[0] if row else None
+
+
+# -- dictionary ---------------------------------------------------------------
+def put_dictionary(conn: sqlite3.Connection, entries: Iterable[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+    conn.executemany("INSERT OR REPLACE INTO dictionary (entity, external_id, name, data) VALUES (?,?,?,?)",
+                     [(e, i, n, dumps(d) if d is not None else None) for e, i, n, d in entries])
+
+
+def dictionary_names(conn: sqlite3.Connection, entity: str, ids: Sequence[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for part in _chunks(list(dict.fromkeys(ids))):
+        marks = ",".join("?" * len(part))
+        result.update(conn.execute(f"SELECT external_id, name FROM dictionary WHERE entity = ? AND external_id IN ({marks})",
+                                   (entity, *part)).fetchall())
+    return result
+
+
+def dictionary_data(conn: sqlite3.Connection, entity: str, external_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT data FROM dictionary WHERE entity = ? AND external_id = ?", (entity, external_id)).fetchone()
+    return json.loads(row[0]) if row and row[0] else None
+
+
+# -- waiting ------------------------------------------------------------------
+def wait(conn: sqlite3.Connection, file_id: int, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+    """rows: (external_id, need such as 'product:<Ид>', the record as JSON, mapped again once the need is met)."""
+    stamp = now()
+    conn.executemany("INSERT INTO waiting (file_id, external_id, need, record, since) VALUES (?,?,?,?,?)",
+                     [(file_id, ext, need, dumps(record), stamp) for ext, need, record in rows])
+
+
+def waiting_rows(conn: sqlite3.Connection) -> list[tuple[int, int, str, str, dict[str, Any]]]:
+    """Waiting rows of committed files, oldest first: (id, file_id, external_id, need, record)."""
+    rows = conn.execute("SELECT w.id, w.file_id, w.external_id, w.need, w.record FROM waiting w"
+                        " JOIN files f ON f.id = w.file_id WHERE f.status IN ('committed','applied','partial')"
+                        " ORDER BY w.id").fetchall()
+    return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+
+def unwait(conn: sqlite3.Connection, ids: list[int]) -> None:
+    conn.executemany("DELETE FROM waiting WHERE id = ?", [(i,) for i in ids])
+
+
+def rewait(conn: sqlite3.Connection, rows: list[tuple[str, int]]) -> None:
+    conn.executemany("UPDATE waiting SET need = ? WHERE id = ?", rows)
+
+
+def waiting_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM waiting").fetchone()[0]
+
+
+# -- seen (full exports) --------------------------------------------------------
+def mark_seen(conn: sqlite3.Connection, file_id: int, ids: Iterable[str]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO seen (file_id, external_id) VALUES (?,?)", [(file_id, i) for i in ids])

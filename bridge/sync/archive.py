@@ -1,0 +1,104 @@
+"""The archive (every file taken, immutable) and the quarantine (refused files + report).
+
+Archived copies are content-addressed: ``<archive>/<sha[:2]>/<sha256>.<ext>``.
+The same bytes are stored once and a stored copy is never overwritten, so an
+archive entry is exactly what 1C sent, whatever happens later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.commerceml.problems import Problem
+
+_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Taken:
+    sha256: str
+    size: int
+    temp: Path | None  # the copy made while hashing, not yet in its final place
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def take(path: Path, archive: Path | None) -> Taken:
+    """Hash ``path``; with an archive, copy it there in the same read."""
+    if archive is None:
+        sha, size = hash_file(path)
+        return Taken(sha, size, None)
+    incoming = archive / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd, name = tempfile.mkstemp(dir=incoming, prefix="take-")
+    try:
+        with open(path, "rb") as source, os.fdopen(fd, "wb") as sink:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                sink.write(chunk)
+                size += len(chunk)
+            sink.flush()
+            os.fsync(sink.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Taken(digest.hexdigest(), size, Path(name))
+
+
+def store(taken: Taken, archive: Path, original_name: str) -> Path:
+    """Put the taken copy in its content address (or drop it if that exists already)."""
+    suffix = Path(original_name).suffix.lower() or ".bin"
+    final = archive / taken.sha256[:2] / f"{taken.sha256}{suffix}"
+    if final.exists():
+        if taken.temp is not None:
+            taken.temp.unlink(missing_ok=True)
+        return final
+    if taken.temp is None:
+        raise RuntimeError("nothing to archive")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(taken.temp, 0o440)  # archived means immutable
+    os.replace(taken.temp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def discard(taken: Taken) -> None:
+    if taken.temp is not None:
+        taken.temp.unlink(missing_ok=True)
+
+
+def quarantine(source: Path, quarantine_dir: Path, file_id: int, name: str, problems: list[Problem],
+               reason: str) -> Path:
+    """Copy a refused file to quarantine with a report beside it; return the report's path."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    safe = Path(name.replace("!", "_")).name
+    target = quarantine_dir / f"{file_id:06d}-{safe}"
+    if source.exists():
+        shutil.copyfile(source, target)
+    report = target.with_name(target.name + ".report.txt")
+    lines = [f"Quarantined file: {name}", f"Ledger id: {file_id} (replay with: bridge replay {file_id})",
+             f"Reason: {reason}", "", "Problems (FILE:LINE: ELEMENT-PATH: message):"]
+    lines += [p.format() for p in problems] or ["(none recorded)"]
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,80 @@
+"""Full exports deactivate what they no longer list, within the interlock.
+
+A full catalog export (Каталог СодержитТолькоИзменения="false") speaks for
+its own catalog only. Products of that catalog that no full file of the run
+listed become inactive (never deleted), and so do their variants, unless that
+would be more than ``max_deactivate_share`` of the catalog's active products:
+then nothing is deactivated without --force, because a partial export
+mistaken for a full one must not wipe half the catalog.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from bridge.crm.base import DEACTIVATE_PRODUCT
+from bridge.store import journal, ledger, outbox
+from bridge.store.db import transaction
+from bridge.store.outbox import Intent
+
+
+@dataclass(slots=True)
+class Decision:
+    catalog_id: str
+    active: int
+    absent: int
+    applied: bool
+    message: str
+
+
+def deactivate(conn: sqlite3.Connection, max_share: float, force: bool) -> list[Decision]:
+    # A refused deactivation waits, with what the export listed, until someone forces it.
+    states = ("pending", "refused") if force else ("pending",)
+    pending = conn.execute("SELECT id, catalog_id FROM files WHERE full_catalog = 1 AND deactivation IN (?, ?)"
+                           " AND status IN ('committed','applied','partial') ORDER BY id", (*states, states[-1])).fetchall()
+    by_catalog: dict[str, list[int]] = {}
+    for file_id, catalog_id in pending:
+        by_catalog.setdefault(catalog_id or "", []).append(file_id)
+    return [_catalog(conn, catalog, files, max_share, force) for catalog, files in by_catalog.items()]
+
+
+def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_share: float, force: bool) -> Decision:
+    marks = ",".join("?" * len(files))
+    active = conn.execute("SELECT COUNT(*) FROM records WHERE entity = 'product' AND catalog_id = ? AND active = 1",
+                          (catalog_id,)).fetchone()[0]
+    absent = [r[0] for r in conn.execute(
+        "SELECT external_id FROM records r WHERE entity = 'product' AND catalog_id = ? AND active = 1"
+        f" AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id AND s.file_id IN ({marks}))"
+        " ORDER BY external_id", (catalog_id, *files))]
+    share = len(absent) / active if active else 0.0
+    label = catalog_id or "(no catalog Ид)"
+    with transaction(conn):
+        if absent and share > max_share and not force:
+            message = (f"catalog {label}: the full export would deactivate {len(absent)} of {active} active products "
+                       f"({share:.0%}), more than mapping.max_deactivate_share = {max_share:.0%}; nothing was "
+                       "deactivated. If the export really is complete, run again with --force.")
+            for file_id in files:
+                ledger.update(conn, file_id, deactivation="refused")
+            journal.write(conn, journal.Entry("deactivate", "refused", message, files[-1],
+                                              detail={"absent": absent[:100], "files": files}))
+            return Decision(label, active, len(absent), False, message)
+        variants = []
+        for external_id in absent:
+            variants += [r[0] for r in conn.execute(
+                "SELECT external_id FROM records WHERE entity = 'product' AND active = 1 AND external_id LIKE ? ESCAPE '\\'",
+                (external_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%",))]
+        targets = absent + variants
+        outbox.add(conn, files[-1], [Intent("product", DEACTIVATE_PRODUCT, ext, {"external_id": ext}) for ext in targets],
+                   "pending")
+        # Inactive now; the fingerprint is forgotten so the product's return is sent in full.
+        conn.executemany("UPDATE records SET active = 0, fingerprint = NULL WHERE entity = 'product' AND external_id = ?",
+                         [(ext,) for ext in targets])
+        journal.write_many(conn, [journal.Entry("deactivate", "ok", "absent from the full export of the catalog; "
+                                                "deactivated (kept in the CRM)", files[-1], "product", ext)
+                                  for ext in targets])
+        for file_id in files:
+            ledger.update(conn, file_id, deactivation="done")
+        conn.execute(f"DELETE FROM seen WHERE file_id IN ({marks})", files)
+    message = f"catalog {label}: {len(targets)} product(s) deactivated ({share:.0%} of {active} active)"
+    return Decision(label, active, len(targets), True, message)

@@ -1,0 +1,176 @@
+"""From 1C records to the CRM operations they imply (pure functions, no I/O but names).
+
+Each function returns the intents for one record and what they still need
+("product:<Ид>", "price_type:<Ид>", "warehouse:<Ид>") before they can be sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from bridge.commerceml.records import Counterparty, Document, Offer, Product
+from bridge.config import Mapping
+from bridge.crm.base import SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL, UPSERT_PRODUCT
+from bridge.store.outbox import Intent
+from bridge.sync.names import Names
+
+_EMPTY_DATES = {"", "T", "0001-01-01", "0001-01-01T00:00:00"}
+
+
+@dataclass(slots=True)
+class Mapped:
+    intents: list[Intent] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)  # all must be met before any intent is sent
+    creates_product: str | None = None  # a product this record itself creates (variants from offers)
+
+
+def number(value: Decimal | None) -> str | None:
+    """Decimals travel as strings: no binary rounding of money on the way."""
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _first_match(candidates: dict[str, str | None], order: list[str]) -> dict[str, Any] | None:
+    for key in order:
+        if key != "id" and candidates.get(key):
+            return {key: candidates[key]}
+    return None
+
+
+def product(record: Product, names: Names, rules: Mapping) -> Mapped:
+    properties = {}
+    for value in record.properties:
+        prop_name = names.name("property", value.property_id) or value.property_id
+        text = names.property_value(value.property_id, value.value) if value.value_id else value.value
+        properties[prop_name] = text
+    payload = {
+        "external_id": record.id,
+        "parent_external_id": record.product_id if record.characteristic_id else None,
+        "name": record.name, "sku": record.sku, "barcode": record.barcode, "code": record.code,
+        "full_name": record.full_name, "description": record.description,
+        "unit": {"code": record.unit_code, "name": record.unit_name},
+        "groups": [{"id": g, "name": names.name("group", g)} for g in record.group_ids],
+        "properties": properties, "characteristics": dict(record.characteristics),
+        "requisites": record.requisites, "taxes": record.taxes, "images": record.images,
+        "manufacturer": record.manufacturer, "active": not record.deleted,
+    }
+    match = _first_match({"sku": record.sku, "barcode": record.barcode}, rules.match_products)
+    # Only whole products belong to the catalog's full-export bookkeeping; variants come from offers.
+    catalog_id = None if record.characteristic_id else (record.catalog_id or "")
+    return Mapped(intents=[Intent("product", UPSERT_PRODUCT, record.id, payload, match, rules.owned("product") or None,
+                                  catalog_id, not record.deleted)])
+
+
+def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
+    mapped = Mapped()
+    target = record.id
+    if record.characteristic_id and (record.name or record.characteristics):
+        payload = {"external_id": record.id, "parent_external_id": record.product_id, "name": record.name or "",
+                   "sku": record.sku, "barcode": record.barcode,
+                   "unit": {"code": record.unit_code, "name": record.unit_name},
+                   "characteristics": dict(record.characteristics), "active": not record.deleted}
+        mapped.intents.append(Intent("product", UPSERT_PRODUCT, record.id, payload, None,
+                                     rules.owned("product") or None, None, not record.deleted))
+        mapped.needs.append(f"product:{record.product_id}")
+        mapped.creates_product = record.id
+    else:
+        mapped.needs.append(f"product:{target}")
+    if record.prices:
+        prices: dict[str, str | None] = {}
+        currencies: dict[str, str | None] = {}
+        for price in record.prices:
+            type_name = names.name("price_type", price.price_type_id)
+            if type_name is None:
+                mapped.needs.append(f"price_type:{price.price_type_id}")
+                continue
+            prices[type_name] = number(price.value)
+            currencies[type_name] = price.currency
+        mapped.intents.append(Intent("price", SET_PRICES, target,
+                                     {"external_id": target, "prices": prices, "currencies": currencies}))
+    if record.stock is not None or record.quantity is not None:
+        stock: dict[str, str | None] | None = None
+        if record.stock is not None:
+            stock = {}
+            for warehouse_id, quantity in record.stock.items():
+                warehouse = names.name("warehouse", warehouse_id)
+                if warehouse is None:
+                    mapped.needs.append(f"warehouse:{warehouse_id}")
+                    continue
+                stock[warehouse] = number(quantity)
+        mapped.intents.append(Intent("stock", SET_STOCK, target,
+                                     {"external_id": target, "stock": stock, "quantity": number(record.quantity)}))
+    return mapped
+
+
+def counterparty(record: Counterparty, rules: Mapping) -> Intent:
+    common = {"external_id": record.id, "name": record.name, "inn": record.inn, "email": record.email,
+              "phone": record.phone, "addresses": [{"kind": k, "text": t} for k, t in record.addresses],
+              "active": not record.deleted}
+    if record.person and not record.kpp:
+        payload = {**common, "last_name": record.last_name, "first_name": record.first_name,
+                   "middle_name": record.middle_name}
+        return Intent("contact", UPSERT_CONTACT, record.id, payload, None, rules.owned("contact") or None)
+    payload = {**common, "full_name": record.full_name, "kpp": record.kpp, "okpo": record.okpo,
+               "contacts": [{"type": t, "value": v} for t, v in record.contacts],
+               "bank_accounts": [{"number": a.number, "bank": a.bank_name, "bik": a.bik,
+                                  "correspondent_account": a.correspondent_account} for a in record.bank_accounts]}
+    match = None
+    if record.inn:
+        if "inn_kpp" in rules.match_counterparties:
+            match = {"inn": record.inn, "kpp": record.kpp}
+        elif "inn" in rules.match_counterparties:
+            match = {"inn": record.inn}
+    return Intent("company", UPSERT_COMPANY, record.id, payload, match, rules.owned("company") or None)
+
+
+def _date(value: str | None) -> str | None:
+    return None if value is None or value.strip() in _EMPTY_DATES else value.strip()
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"true", "1", "да", "истина"}
+
+
+def deal_facts(record: Document) -> dict[str, Any]:
+    """The statuses 1C reports, as plain facts; which stage they mean is the CRM side's business."""
+    r = record.requisites
+    payment_date = _date(r.get("Дата оплаты по 1С")) or _date(r.get("Дата оплаты"))
+    shipment_date = _date(r.get("Дата отгрузки по 1С"))
+    return {
+        "posted": _truthy(r.get("Проведен")),
+        "deleted": record.deleted,
+        "number_1c": r.get("Номер по 1С"), "date_1c": _date(r.get("Дата по 1С")),
+        "paid": bool(payment_date and r.get("Номер оплаты по 1С")) or _truthy(r.get("Заказ оплачен")),
+        "payment_number": r.get("Номер оплаты по 1С") or r.get("Номер платежного документа"),
+        "payment_date": payment_date,
+        "shipped": bool(shipment_date and r.get("Номер отгрузки по 1С")),
+        "shipment_number": r.get("Номер отгрузки по 1С"), "shipment_date": shipment_date,
+        "cancelled": _truthy(r.get("Отменен")),
+        "status": r.get("Статус заказа"),
+        "final": _truthy(r.get("Финальный статус")),
+    }
+
+
+def document(record: Document, rules: Mapping) -> list[Intent]:
+    intents = [counterparty(c, rules) for c in record.counterparties]
+    buyer = next((c for c in record.counterparties if (c.role or "").lower() == "покупатель"),
+                 record.counterparties[0] if record.counterparties else None)
+    payload = {
+        "external_id": record.id, "number": record.number,
+        "date": f"{record.date}T{record.time}" if record.date and record.time and "T" not in record.date else record.date,
+        "operation": record.operation, "currency": record.currency, "rate": number(record.rate),
+        "amount": number(record.amount), "comment": record.comment,
+        "company_external_id": buyer.id if buyer else None,
+        "facts": deal_facts(record),
+        "lines": [{"product_external_id": (f"{line.product_id}#{line.characteristic_id}" if line.characteristic_id
+                                           else line.product_id),
+                   "name": line.name, "sku": line.sku, "unit": line.unit, "quantity": number(line.quantity),
+                   "price": number(line.price), "amount": number(line.amount),
+                   "taxes": [{"name": n, "rate": number(rate), "amount": number(s)} for n, rate, s in line.taxes],
+                   "discounts": [{"name": n, "amount": number(s)} for n, s in line.discounts]}
+                  for line in record.lines],
+        "requisites": record.requisites,
+    }
+    intents.append(Intent("deal", UPSERT_DEAL, record.id, payload))
+    return intents

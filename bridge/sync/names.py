@@ -1,0 +1,62 @@
+"""Names of classifier entries (price types, warehouses, properties, groups).
+
+Package files refer to them by Ид: a prices file names price types declared
+in the offers file before it, an import file names groups declared in the
+classifier file. The current file's own entries win, then the state database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from bridge.commerceml.records import Group, PriceType, Property, Record, Unit, Warehouse
+from bridge.store import state
+
+DictionaryEntry = tuple[str, str, str, dict[str, Any] | None]
+
+
+class Names:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pending: dict[tuple[str, str], DictionaryEntry] = {}  # this file's entries, written at commit
+        self._cache: dict[tuple[str, str], str | None] = {}
+        self._values: dict[str, dict[str, str]] = {}
+
+    def learn(self, record: Record) -> bool:
+        """Keep a classifier record; False when the record is not a classifier entry."""
+        entry: DictionaryEntry
+        if isinstance(record, PriceType):
+            entry = ("price_type", record.id, record.name, {"currency": record.currency})
+        elif isinstance(record, Warehouse):
+            entry = ("warehouse", record.id, record.name, {"address": record.address})
+        elif isinstance(record, Property):
+            entry = ("property", record.id, record.name, {"values": record.values, "type": record.value_type})
+            self._values[record.id] = record.values
+        elif isinstance(record, Group):
+            entry = ("group", record.id, record.name, {"parent": record.parent_id})
+        elif isinstance(record, Unit):
+            entry = ("unit", record.id, record.name or record.short_name or record.code or record.id, {"code": record.code})
+        else:
+            return False
+        self.pending[(entry[0], entry[1])] = entry
+        self._cache[(entry[0], entry[1])] = entry[2]
+        return True
+
+    def name(self, entity: str, external_id: str) -> str | None:
+        key = (entity, external_id)
+        if key not in self._cache:
+            self._cache[key] = state.dictionary_names(self.conn, entity, [external_id]).get(external_id)
+        return self._cache[key]
+
+    def property_value(self, property_id: str, raw: str) -> str:
+        """Resolve a Справочник value id declared in another file."""
+        if property_id not in self._values:
+            data = state.dictionary_data(self.conn, "property", property_id) or {}
+            self._values[property_id] = data.get("values") or {}
+        return self._values[property_id].get(raw, raw)
+
+    def flush(self) -> list[DictionaryEntry]:
+        entries = list(self.pending.values())
+        self.pending.clear()
+        return entries

@@ -1,0 +1,306 @@
+"""The inbound pipeline: claim -> archive -> validate+read -> map -> outbox -> deliver.
+
+One file at a time. While a file is read, its operations are *staged*; they
+become deliverable in the single transaction that commits the file, so a
+file that turns out to be broken (truncated at the end, say) is quarantined
+with nothing of it sent. A crash at any point leaves either a claimed file
+(its staged rows are dropped and it is read again) or a committed file
+(its outbox is delivered): never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.commerceml.files import InputFile
+from bridge.commerceml.header import Header
+from bridge.commerceml.problems import ERROR, Problem
+from bridge.commerceml.reader import FileReader
+from bridge.commerceml.records import Counterparty, Document, Offer, Product, Record
+from bridge.config import Config
+from bridge.store import journal, ledger, outbox, state
+from bridge.store.db import transaction
+from bridge.store.outbox import Intent, dumps
+from bridge.sync import archive, mapping
+from bridge.sync.codec import offer_from_json, offer_to_json
+from bridge.sync.deactivation import Decision, deactivate
+from bridge.sync.names import Names
+
+log = logging.getLogger(__name__)
+CHUNK = 2000
+_MISSING = object()
+Progress = Callable[[str, int, int, int], None]  # name, bytes read, size, records
+
+
+def fingerprint(intent: Intent) -> str:
+    blob = dumps([intent.kind, intent.payload, intent.match, intent.create_only]).encode("utf-8")
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def _plan() -> defaultdict[str, dict[str, int]]:
+    return defaultdict(lambda: {"create": 0, "update": 0, "unchanged": 0, "waiting": 0, "failed": 0})
+
+
+@dataclass(slots=True)
+class FileOutcome:
+    file_id: int | None
+    name: str
+    status: str  # committed, quarantined, skipped (taken before)
+    plan: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    message: str = ""
+
+
+class Pipeline:
+    def __init__(self, conn: sqlite3.Connection, config: Config, *, dry_run: bool = False, force: bool = False,
+                 progress: Progress | None = None) -> None:
+        self.conn = conn
+        self.config = config
+        self.rules = config.mapping
+        self.dry_run = dry_run
+        self.force = force
+        self.progress = progress
+        self.archive_dir = None if dry_run else config.archive_path
+
+    # -- a batch ----------------------------------------------------------------
+    def ingest(self, inputs: list[InputFile], *, source: str = "cli", replay_of: int | None = None) -> list[FileOutcome]:
+        outcomes = [self.ingest_file(item, source=source, replay_of=replay_of) for item in inputs]
+        return outcomes
+
+    def finish(self) -> list[Decision]:
+        """After the files of a run: deactivations of full exports (deliver separately)."""
+        return deactivate(self.conn, self.rules.max_deactivate_share, self.force)
+
+    # -- one file ---------------------------------------------------------------
+    def ingest_file(self, item: InputFile, *, source: str = "cli", replay_of: int | None = None) -> FileOutcome:
+        taken = archive.take(item.path, self.archive_dir)
+        basename = item.name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+        origin = f"replay:{replay_of}:{time.time_ns()}" if replay_of is not None else source
+        claim_key = hashlib.sha256(f"{origin}\n{basename}\n{taken.sha256}".encode()).hexdigest()
+        row = ledger.by_claim(self.conn, claim_key)
+        if row is not None and row.status not in ("claimed", "archived"):
+            archive.discard(taken)
+            message = f"already taken as file #{row.id} ({row.status}); nothing to do"
+            journal.write(self.conn, journal.Entry("claim", "skipped", message, row.id))
+            return FileOutcome(row.id, item.name, "skipped", row.plan, row.counts, message=message)
+        with transaction(self.conn):
+            if row is not None:
+                # Interrupted before: forget what was staged and read the file again.
+                state.discard_file(self.conn, row.id)
+                outbox.discard_staged(self.conn, row.id)
+                journal.write(self.conn, journal.Entry("claim", "ok", "resumed after an interrupted run", row.id))
+            else:
+                row = ledger.claim(self.conn, claim_key=claim_key, source=source, name=item.name,
+                                   sha256=taken.sha256, size=taken.size, replay_of=replay_of)
+                journal.write(self.conn, journal.Entry("claim", "ok", f"claimed {item.name} ({taken.size} bytes, "
+                                                       f"sha256 {taken.sha256})", row.id))
+        file_id = row.id
+        stored = archive.store(taken, self.archive_dir, basename) if self.archive_dir is not None else item.path
+        with transaction(self.conn):
+            ledger.update(self.conn, file_id, status="archived", archive_path=str(stored))
+            journal.write(self.conn, journal.Entry("archive", "ok", f"archived as {stored}", file_id))
+        log.info("file.archived id=%d name=%r sha256=%s", file_id, item.name, taken.sha256)
+        if item.error is not None:
+            problem = Problem(ERROR, item.name, item.error.line, item.error.path, item.error.message)
+            return self._quarantine(file_id, item.name, stored, [problem], Header(file=item.name), {})
+        return self._read(file_id, item.name, stored)
+
+    def _read(self, file_id: int, name: str, path: Path) -> FileOutcome:
+        size = path.stat().st_size
+
+        def progress(position: int, records: int) -> None:
+            if self.progress is not None:
+                self.progress(name, position, size, records)
+
+        reader = FileReader(path, name, progress=progress)
+        names = Names(self.conn)
+        plan = _plan()
+        chunk: list[Record] = []
+        for record in reader.records():
+            if names.learn(record):
+                continue
+            chunk.append(record)
+            if len(chunk) >= CHUNK:
+                self._stage(file_id, chunk, reader.header, names, plan)
+                chunk = []
+        if reader.has_errors:
+            return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts)
+        if chunk:
+            self._stage(file_id, chunk, reader.header, names, plan)
+        return self._commit(file_id, name, reader, names, plan)
+
+    def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
+               plan: defaultdict[str, dict[str, int]]) -> None:
+        mapped: list[tuple[Record, mapping.Mapped]] = []
+        failures: list[journal.Entry] = []
+        for record in records:
+            try:
+                mapped.append((record, self._map(record, names)))
+            except Exception as exc:  # one record's failure must not stop the file
+                plan[record.kind]["failed"] += 1
+                failures.append(journal.Entry("map", "error", f"could not map this {record.kind}: {exc!r}", file_id,
+                                              record.kind, getattr(record, "id", None)))
+                log.exception("map.failed file=%d record=%r", file_id, getattr(record, "id", None))
+        needed = [n.split(":", 1)[1] for _, m in mapped for n in m.needs if n.startswith("product:")]
+        known = state.known(self.conn, "product", needed, file_id) if needed else set()
+        ready: list[Intent] = []
+        waiting: list[tuple[str, str, dict[str, Any]]] = []
+        waiting_entries: list[journal.Entry] = []
+        for record, m in mapped:
+            unmet = [n for n in m.needs if not (n.startswith("product:") and n.split(":", 1)[1] in known)]
+            if unmet:
+                assert isinstance(record, Offer)
+                plan["offer"]["waiting"] += 1
+                waiting.append((record.id, unmet[0], offer_to_json(record)))
+                waiting_entries.append(journal.Entry("map", "waiting", f"waits for {unmet[0].replace(':', ' ')}, "
+                                                     "which is not known yet", file_id, "offer", record.id))
+                continue
+            for intent in m.intents:
+                if intent.entity == "product":
+                    known.add(intent.external_id)
+            ready.extend(m.intents)
+        to_stage = self._changed(ready, file_id, plan)
+        seen = []
+        if header.is_full_catalog:
+            seen = [r.id for r in records if isinstance(r, Product) and not r.characteristic_id]
+        with transaction(self.conn):
+            state.stage(self.conn, file_id, to_stage)
+            outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "staged")
+            state.wait(self.conn, file_id, waiting)
+            state.mark_seen(self.conn, file_id, seen)
+            journal.write_many(self.conn, failures + waiting_entries)
+
+    def _map(self, record: Record, names: Names) -> mapping.Mapped:
+        if isinstance(record, Product):
+            return mapping.product(record, names, self.rules)
+        if isinstance(record, Offer):
+            return mapping.offer(record, names, self.rules)
+        if isinstance(record, Counterparty):
+            return mapping.Mapped(intents=[mapping.counterparty(record, self.rules)])
+        if isinstance(record, Document):
+            return mapping.Mapped(intents=mapping.document(record, self.rules))
+        raise TypeError(f"no mapping for {type(record).__name__}")
+
+    def _changed(self, intents: list[Intent], file_id: int | None,
+                 plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
+        """Keep the intents whose fingerprint differs from what was last enqueued."""
+        by_entity: dict[str, list[str]] = defaultdict(list)
+        for intent in intents:
+            by_entity[intent.entity].append(intent.external_id)
+        current = {entity: state.fingerprints(self.conn, entity, ids, file_id) for entity, ids in by_entity.items()}
+        changed: list[tuple[Intent, str]] = []
+        for intent in intents:
+            fp = fingerprint(intent)
+            old = current[intent.entity].get(intent.external_id, _MISSING)
+            if old == fp:
+                plan[intent.entity]["unchanged"] += 1
+                continue
+            plan[intent.entity]["create" if old is _MISSING else "update"] += 1
+            current[intent.entity][intent.external_id] = fp
+            changed.append((intent, fp))
+        return changed
+
+    def _commit(self, file_id: int, name: str, reader: FileReader, names: Names,
+                plan: defaultdict[str, dict[str, int]]) -> FileOutcome:
+        header = reader.header
+        catalog_id = header.catalog_id or ""
+        with transaction(self.conn):
+            state.put_dictionary(self.conn, names.flush())
+            state.merge_staged(self.conn, file_id)
+            enqueued = outbox.release_staged(self.conn, file_id)
+            ledger.update(self.conn, file_id, status="committed", kind=header.kind, counts=reader.counts,
+                          plan=dict(plan), catalog_id=catalog_id, full_catalog=header.is_full_catalog,
+                          deactivation="pending" if header.is_full_catalog else None)
+            journal.write_many(self.conn, [journal.Entry("validate", p.severity if p.severity != "skipped" else "skipped",
+                                                         p.format(), file_id) for p in reader.problems])
+            journal.write(self.conn, journal.Entry(
+                "commit", "ok", f"read {sum(reader.counts.values())} record(s), {enqueued} operation(s) enqueued",
+                file_id, detail={"kind": header.kind, "counts": reader.counts, "plan": dict(plan),
+                                 "contains_only_changes": header.contains_only_changes}))
+        log.info("file.committed id=%d name=%r operations=%d", file_id, name, enqueued)
+        self.release_waiting()
+        return FileOutcome(file_id, name, "committed", dict(plan), reader.counts, reader.problems)
+
+    def _quarantine(self, file_id: int, name: str, path: Path, problems: list[Problem], header: Header,
+                    counts: dict[str, int]) -> FileOutcome:
+        errors = [p for p in problems if p.severity == ERROR]
+        reason = errors[0].format() if errors else "refused"
+        with transaction(self.conn):
+            state.discard_file(self.conn, file_id)
+            outbox.discard_staged(self.conn, file_id)
+            if self.dry_run:
+                report = None
+            else:
+                report = archive.quarantine(path, self.config.quarantine_path, file_id, name, problems, reason)
+            ledger.update(self.conn, file_id, status="quarantined", kind=header.kind, counts=counts, error=reason)
+            journal.write(self.conn, journal.Entry("quarantine", "error", f"refused: {reason}", file_id,
+                                                   detail={"report": str(report) if report else None,
+                                                           "errors": [p.format() for p in errors[:50]]}))
+        log.error("file.quarantined id=%d name=%r reason=%r", file_id, name, reason)
+        return FileOutcome(file_id, name, "quarantined", {}, counts, problems, message=reason)
+
+    # -- offers that waited for their product -------------------------------------------
+    def release_waiting(self) -> int:
+        rows = state.waiting_rows(self.conn)
+        if not rows:
+            return 0
+        names = Names(self.conn)
+        offers = [(row_id, file_id, need, offer_from_json(record)) for row_id, file_id, _, need, record in rows]
+        mapped = [(row_id, file_id, need, o, mapping.offer(o, names, self.rules)) for row_id, file_id, need, o in offers]
+        needed = [n.split(":", 1)[1] for *_, m in mapped for n in m.needs if n.startswith("product:")]
+        known = state.known(self.conn, "product", needed, None)
+        released, still, entries = [], [], []
+        intents_by_file: dict[int, list[Intent]] = defaultdict(list)
+        for row_id, file_id, need, offer, m in mapped:
+            unmet = [n for n in m.needs if not (n.startswith("product:") and n.split(":", 1)[1] in known)]
+            if unmet:
+                if unmet[0] != need:
+                    still.append((unmet[0], row_id))
+                continue
+            released.append(row_id)
+            for intent in m.intents:
+                if intent.entity == "product":
+                    known.add(intent.external_id)
+            intents_by_file[file_id].extend(m.intents)
+            entries.append(journal.Entry("map", "ok", f"released: {need.replace(':', ' ')} is known now", file_id,
+                                         "offer", offer.id))
+        if not released and not still:
+            return 0
+        with transaction(self.conn):
+            for file_id, intents in intents_by_file.items():
+                changed = self._changed(intents, None, _plan())
+                outbox.add(self.conn, file_id, [i for i, _ in changed], "pending")
+                state.remember(self.conn, changed)
+            state.unwait(self.conn, released)
+            state.rewait(self.conn, still)
+            journal.write_many(self.conn, entries)
+        return len(released)
+
+
+def finish_files(conn: sqlite3.Connection) -> list[ledger.FileRow]:
+    """Committed files whose operations are all delivered become applied (or partial)."""
+    finished = []
+    for row in ledger.all_files(conn):
+        if row.status != "committed":
+            continue
+        open_ops = outbox.open_for_file(conn, row.id)
+        if open_ops.get("pending") or open_ops.get("staged"):
+            continue
+        status = "partial" if open_ops.get("failed") else "applied"
+        with transaction(conn):
+            ledger.update(conn, row.id, status=status)
+            message = (f"{open_ops.get('done', 0)} operation(s) delivered" +
+                       (f", {open_ops['failed']} refused by the CRM" if open_ops.get("failed") else ""))
+            journal.write(conn, journal.Entry("apply", "ok" if status == "applied" else "error", message, row.id))
+        row.status = status
+        finished.append(row)
+    return finished

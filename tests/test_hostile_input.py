@@ -1,0 +1,171 @@
+"""Hostile files give a structural error with a clear message, exit 1, no traceback and no side effect."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import inspect_json, run_cli
+
+GOOD = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<КоммерческаяИнформация ВерсияСхемы="2.05" ДатаФормирования="2026-11-01T10:00:00">\n'
+        '<Каталог><Ид>cat</Ид><Наименование>Каталог</Наименование><Товары>\n'
+        '<Товар><Ид>p1</Ид><Наименование>Чайник электрический</Наименование></Товар>\n'
+        '</Товары></Каталог>\n</КоммерческаяИнформация>\n')
+
+
+def _write(tmp_path: Path, name: str, data: bytes | str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def _single_error(path: Path) -> dict:
+    code, [report] = inspect_json(path)
+    assert code == 1
+    assert report["errors"], report
+    return report["errors"][0]
+
+
+def test_external_entity_is_refused_and_never_read(tmp_path: Path) -> None:
+    secret = _write(tmp_path, "secret.txt", "TOP-SECRET-VALUE")
+    path = _write(tmp_path, "xxe.xml", f'<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY s SYSTEM "file://{secret}">]>\n'
+                                       '<КоммерческаяИнформация><Каталог><Ид>&s;</Ид></Каталог></КоммерческаяИнформация>')
+    code, output = run_cli("validate", path)
+    assert code == 1
+    assert "DOCTYPE" in output and "TOP-SECRET-VALUE" not in output
+    assert output.startswith(f"{path}:2: ")
+
+
+def test_entity_bomb_is_refused(tmp_path: Path) -> None:
+    entities = "".join(f'<!ENTITY e{i} "{("&e%d;" % (i - 1)) * 10 if i else "boom"}">' for i in range(10))
+    path = _write(tmp_path, "bomb.xml", f'<?xml version="1.0"?>\n<!DOCTYPE x [{entities}]>\n'
+                                        '<КоммерческаяИнформация>&e9;</КоммерческаяИнформация>')
+    assert "DOCTYPE" in _single_error(path)["message"]
+
+
+def test_undeclared_entity_is_a_structural_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "entity.xml", GOOD.replace("Чайник", "&nbsp;Чайник"))
+    error = _single_error(path)
+    assert error["line"] == 4 and "entity" in error["message"]
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "import.xml", GOOD[: GOOD.index("</Товары>") + 3])
+    error = _single_error(path)
+    assert "ends too early" in error["message"]
+    assert error["line"] >= 4
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)) * 4, b"", b"PK\x03\x04garbage", "просто текст".encode()])
+def test_not_xml(tmp_path: Path, data: bytes) -> None:
+    error = _single_error(_write(tmp_path, "noise.xml", data))
+    assert error["message"]
+
+
+def test_wrong_root(tmp_path: Path) -> None:
+    error = _single_error(_write(tmp_path, "page.xml", "<?xml version='1.0'?>\n<html><body/></html>"))
+    assert "root element is <html>" in error["message"] and error["path"] == "/html"
+
+
+def test_windows_1251_bytes_declared_utf8(tmp_path: Path) -> None:
+    error = _single_error(_write(tmp_path, "import.xml", GOOD.encode("cp1251")))
+    assert "UTF-8" in error["message"] and error["line"] == 2
+
+
+def test_utf8_bytes_declared_windows_1251(tmp_path: Path) -> None:
+    data = GOOD.replace('encoding="UTF-8"', 'encoding="windows-1251"').encode("utf-8")
+    error = _single_error(_write(tmp_path, "import.xml", data))
+    assert "declares encoding 'windows-1251' but its bytes are UTF-8" in error["message"]
+
+
+def test_bom_contradicting_declaration(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf" + GOOD.replace('encoding="UTF-8"', 'encoding="windows-1251"').encode("cp1251")
+    assert "byte order mark" in _single_error(_write(tmp_path, "import.xml", data))["message"]
+
+
+def test_real_windows_1251_and_utf8_bom_both_read(tmp_path: Path) -> None:
+    cp = _write(tmp_path, "a.xml", GOOD.replace('encoding="UTF-8"', 'encoding="windows-1251"').encode("cp1251"))
+    bom = _write(tmp_path, "b.xml", b"\xef\xbb\xbf" + GOOD.encode("utf-8"))
+    code, reports = inspect_json(cp, bom)
+    assert code == 0
+    assert [(r["encoding"], r["bom"], r["counts"]["products"]) for r in reports] == [
+        ("windows-1251", False, 1), ("UTF-8", True, 1)]
+
+
+def test_zip_slip_is_refused_without_writing_anything(tmp_path: Path) -> None:
+    archive = tmp_path / "exchange.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("import.xml", GOOD)
+        zf.writestr("../escaped.xml", GOOD)
+    before = set(Path(tempfile.gettempdir()).glob("bridge-zip-*"))
+    error = _single_error(archive)
+    assert "climbs out" in error["message"]
+    assert not (tmp_path.parent / "escaped.xml").exists()
+    assert set(Path(tempfile.gettempdir()).glob("bridge-zip-*")) == before
+
+
+@pytest.mark.parametrize("name", ["/etc/bridge-evil.xml", "C:/evil.xml"])
+def test_zip_absolute_paths_are_refused(tmp_path: Path, name: str) -> None:
+    archive = tmp_path / "exchange.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(name, GOOD)
+    assert "absolute" in _single_error(archive)["message"]
+    assert not Path("/etc/bridge-evil.xml").exists()
+
+
+def test_zip_symlink_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "exchange.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        link = zipfile.ZipInfo("import.xml")
+        link.external_attr = (0o120777 << 16)
+        zf.writestr(link, "/etc/passwd")
+    assert "link" in _single_error(archive)["message"]
+
+
+def test_zip_bomb_is_capped(tmp_path: Path) -> None:
+    from bridge.commerceml.problems import StructuralError
+    from bridge.commerceml.safezip import extract
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("import.xml", b"<" * (5 * 1024 * 1024))
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(StructuralError, match="more than"):
+        extract(archive, target, max_total=1024 * 1024)
+    assert list(target.iterdir()) == []
+
+
+def test_good_zip_is_read_in_load_order(tmp_path: Path) -> None:
+    archive = tmp_path / "exchange.zip"
+    offers = GOOD.replace("<Каталог>", "<ПакетПредложений>").replace("</Каталог>", "</ПакетПредложений>") \
+        .replace("<Товары>", "<Предложения>").replace("</Товары>", "</Предложения>") \
+        .replace("<Товар>", "<Предложение>").replace("</Товар>", "</Предложение>")
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("offers.xml", offers)
+        zf.writestr("import.xml", GOOD)
+    code, reports = inspect_json(archive)
+    assert code == 0
+    assert [r["file"] for r in reports] == [f"{archive}!import.xml", f"{archive}!offers.xml"]
+    assert [r["kind"] for r in reports] == ["catalog", "offers"]
+
+
+def test_bad_input_never_prints_a_traceback(tmp_path: Path) -> None:
+    paths = [_write(tmp_path, "a.xml", bytes(range(256))), _write(tmp_path, "b.xml", GOOD[:100])]
+    result = subprocess.run([sys.executable, "-m", "bridge", "validate", *map(str, paths)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(result.stdout.strip().splitlines()) == 2
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    code, _ = run_cli("validate", tmp_path / "missing.xml")
+    assert code == 2
+    code, _ = run_cli("validate")
+    assert code == 2
