@@ -9,6 +9,9 @@ import click
 
 from bridge import __version__
 from bridge.cli.reading import inspect_command, validate_command
+from bridge.cli.sync_commands import (
+    archive_group, ingest_command, journal_command, replay_command, sandbox_group, status_command,
+)
 from bridge.errors import BridgeError, PermanentError, TransientError, UserError
 
 
@@ -41,6 +44,8 @@ def cli(verbose: int) -> None:
 
 cli.add_command(validate_command)
 cli.add_command(inspect_command)
+for command in (ingest_command, replay_command, archive_group, journal_command, status_command, sandbox_group):
+    cli.add_command(command)
 
 
 def main() -> None:

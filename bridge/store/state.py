@@ -42,8 +42,13 @@ def fingerprints(conn: sqlite3.Connection, entity: str, ids: Sequence[str], file
     return result
 
 
-def known(conn: sqlite3.Connection, entity: str, ids: Sequence[str], file_id: int | None) -> set[str]:
-    return set(fingerprints(conn, entity, ids, file_id))
+PRODUCT_ENTITIES = ("product", "variant")  # a variant made from an offer is a product too
+
+
+def known_products(conn: sqlite3.Connection, ids: Sequence[str], file_id: int | None) -> set[str]:
+    if not ids:
+        return set()
+    return {i for entity in PRODUCT_ENTITIES for i in fingerprints(conn, entity, ids, file_id)}
 
 
 def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent, str]]) -> None:

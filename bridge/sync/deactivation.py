@@ -62,13 +62,15 @@ def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_sh
         variants = []
         for external_id in absent:
             variants += [r[0] for r in conn.execute(
-                "SELECT external_id FROM records WHERE entity = 'product' AND active = 1 AND external_id LIKE ? ESCAPE '\\'",
+                "SELECT external_id FROM records WHERE entity IN ('product', 'variant') AND active = 1"
+                " AND external_id LIKE ? ESCAPE '\\'",
                 (external_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%",))]
         targets = absent + variants
         outbox.add(conn, files[-1], [Intent("product", DEACTIVATE_PRODUCT, ext, {"external_id": ext}) for ext in targets],
                    "pending")
         # Inactive now; the fingerprint is forgotten so the product's return is sent in full.
-        conn.executemany("UPDATE records SET active = 0, fingerprint = NULL WHERE entity = 'product' AND external_id = ?",
+        conn.executemany("UPDATE records SET active = 0, fingerprint = NULL WHERE entity IN ('product', 'variant')"
+                         " AND external_id = ?",
                          [(ext,) for ext in targets])
         journal.write_many(conn, [journal.Entry("deactivate", "ok", "absent from the full export of the catalog; "
                                                 "deactivated (kept in the CRM)", files[-1], "product", ext)

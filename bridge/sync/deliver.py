@@ -14,7 +14,7 @@ from bridge.store import journal, outbox, state
 from bridge.store.db import transaction
 
 log = logging.getLogger(__name__)
-_ID_ENTITIES = {"product", "company", "contact", "deal"}
+_ID_ENTITIES = {"product", "variant", "company", "contact", "deal"}
 MAX_BACKOFF = 300.0
 
 

@@ -66,13 +66,23 @@ def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
     mapped = Mapped()
     target = record.id
     if record.characteristic_id and (record.name or record.characteristics):
-        payload = {"external_id": record.id, "parent_external_id": record.product_id, "name": record.name or "",
-                   "sku": record.sku, "barcode": record.barcode,
-                   "unit": {"code": record.unit_code, "name": record.unit_name},
+        # Only what the offer knows: the CRM merges it into the variant, so a
+        # catalog that also lists the variant keeps its description, groups...
+        # Its own fingerprint entity ("variant") keeps the two from
+        # re-sending each other on every exchange.
+        name = record.name or ", ".join(f"{k}: {v}" for k, v in record.characteristics)
+        payload = {"external_id": record.id, "parent_external_id": record.product_id, "name": name,
                    "characteristics": dict(record.characteristics), "active": not record.deleted}
-        mapped.intents.append(Intent("product", UPSERT_PRODUCT, record.id, payload, None,
+        for key, value in (("sku", record.sku), ("barcode", record.barcode)):
+            if value:
+                payload[key] = value
+        if record.unit_code or record.unit_name:
+            payload["unit"] = {"code": record.unit_code, "name": record.unit_name}
+        mapped.intents.append(Intent("variant", UPSERT_PRODUCT, record.id, payload, None,
                                      rules.owned("product") or None, None, not record.deleted))
-        mapped.needs.append(f"product:{record.product_id}")
+        # Older configurations list variants as goods of their own ("p#c") and
+        # never the parent: either being known is enough.
+        mapped.needs.append(f"product:{record.product_id}|{record.id}")
         mapped.creates_product = record.id
     else:
         mapped.needs.append(f"product:{target}")
@@ -103,11 +113,16 @@ def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
     return mapped
 
 
+def is_company(record: Counterparty) -> bool:
+    """Organisations and sole proprietors (they have an ИНН) are companies; private persons are contacts."""
+    return not record.person or bool(record.inn or record.kpp)
+
+
 def counterparty(record: Counterparty, rules: Mapping) -> Intent:
     common = {"external_id": record.id, "name": record.name, "inn": record.inn, "email": record.email,
               "phone": record.phone, "addresses": [{"kind": k, "text": t} for k, t in record.addresses],
               "active": not record.deleted}
-    if record.person and not record.kpp:
+    if not is_company(record):
         payload = {**common, "last_name": record.last_name, "first_name": record.first_name,
                    "middle_name": record.middle_name}
         return Intent("contact", UPSERT_CONTACT, record.id, payload, None, rules.owned("contact") or None)
@@ -161,7 +176,8 @@ def document(record: Document, rules: Mapping) -> list[Intent]:
         "date": f"{record.date}T{record.time}" if record.date and record.time and "T" not in record.date else record.date,
         "operation": record.operation, "currency": record.currency, "rate": number(record.rate),
         "amount": number(record.amount), "comment": record.comment,
-        "company_external_id": buyer.id if buyer else None,
+        "company_external_id": buyer.id if buyer and is_company(buyer) else None,
+        "contact_external_id": buyer.id if buyer and not is_company(buyer) else None,
         "facts": deal_facts(record),
         "lines": [{"product_external_id": (f"{line.product_id}#{line.characteristic_id}" if line.characteristic_id
                                            else line.product_id),

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,13 +150,12 @@ class Pipeline:
                 failures.append(journal.Entry("map", "error", f"could not map this {record.kind}: {exc!r}", file_id,
                                               record.kind, getattr(record, "id", None)))
                 log.exception("map.failed file=%d record=%r", file_id, getattr(record, "id", None))
-        needed = [n.split(":", 1)[1] for _, m in mapped for n in m.needs if n.startswith("product:")]
-        known = state.known(self.conn, "product", needed, file_id) if needed else set()
+        known = state.known_products(self.conn, _product_needs(m for _, m in mapped), file_id)
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
         waiting_entries: list[journal.Entry] = []
         for record, m in mapped:
-            unmet = [n for n in m.needs if not (n.startswith("product:") and n.split(":", 1)[1] in known)]
+            unmet = _unmet(m.needs, known)
             if unmet:
                 assert isinstance(record, Offer)
                 plan["offer"]["waiting"] += 1
@@ -165,7 +164,7 @@ class Pipeline:
                                                      "which is not known yet", file_id, "offer", record.id))
                 continue
             for intent in m.intents:
-                if intent.entity == "product":
+                if intent.entity in state.PRODUCT_ENTITIES:
                     known.add(intent.external_id)
             ready.extend(m.intents)
         to_stage = self._changed(ready, file_id, plan)
@@ -256,19 +255,18 @@ class Pipeline:
         names = Names(self.conn)
         offers = [(row_id, file_id, need, offer_from_json(record)) for row_id, file_id, _, need, record in rows]
         mapped = [(row_id, file_id, need, o, mapping.offer(o, names, self.rules)) for row_id, file_id, need, o in offers]
-        needed = [n.split(":", 1)[1] for *_, m in mapped for n in m.needs if n.startswith("product:")]
-        known = state.known(self.conn, "product", needed, None)
+        known = state.known_products(self.conn, _product_needs(m for *_, m in mapped), None)
         released, still, entries = [], [], []
         intents_by_file: dict[int, list[Intent]] = defaultdict(list)
         for row_id, file_id, need, offer, m in mapped:
-            unmet = [n for n in m.needs if not (n.startswith("product:") and n.split(":", 1)[1] in known)]
+            unmet = _unmet(m.needs, known)
             if unmet:
                 if unmet[0] != need:
                     still.append((unmet[0], row_id))
                 continue
             released.append(row_id)
             for intent in m.intents:
-                if intent.entity == "product":
+                if intent.entity in state.PRODUCT_ENTITIES:
                     known.add(intent.external_id)
             intents_by_file[file_id].extend(m.intents)
             entries.append(journal.Entry("map", "ok", f"released: {need.replace(':', ' ')} is known now", file_id,
@@ -284,6 +282,18 @@ class Pipeline:
             state.rewait(self.conn, still)
             journal.write_many(self.conn, entries)
         return len(released)
+
+
+def _product_needs(mapped: Iterable[mapping.Mapped]) -> list[str]:
+    """Every product id some record needs ("product:a|b" means a or b)."""
+    return [alternative for m in mapped for need in m.needs if need.startswith("product:")
+            for alternative in need.split(":", 1)[1].split("|")]
+
+
+def _unmet(needs: list[str], known: set[str]) -> list[str]:
+    """Needs not met yet; price types and warehouses only appear here when unknown."""
+    return [n for n in needs
+            if not (n.startswith("product:") and any(a in known for a in n.split(":", 1)[1].split("|")))]
 
 
 def finish_files(conn: sqlite3.Connection) -> list[ledger.FileRow]:

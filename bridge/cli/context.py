@@ -1,0 +1,104 @@
+"""What the sync commands share: config, state connection, CRM adapter, progress."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from bridge import config as config_module
+from bridge.config import Config
+from bridge.crm.base import CrmAdapter
+from bridge.crm.registry import adapter_class
+from bridge.errors import UserError
+from bridge.store import db
+
+config_option = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                             default=Path("bridge.toml"), show_default=True, help="The bridge's TOML configuration.")
+
+
+# Groups (``bridge archive -c CFG list``) take -c before the subcommand, as the
+# documented commands do, and after it too.
+group_config_option = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                                   default=None, help="The bridge's TOML configuration [default: bridge.toml].")
+
+
+def resolve_config(ctx: click.Context, own: Path | None) -> Path:
+    if own is not None:
+        return own
+    parent = ctx.parent.params.get("config_path") if ctx.parent is not None else None
+    return parent or Path("bridge.toml")
+
+
+def load_config(path: Path) -> Config:
+    return config_module.load(path)
+
+
+@contextmanager
+def state_connection(config: Config, *, dry_run: bool = False, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """The state database; for a dry run, a throwaway copy so nothing real changes."""
+    if dry_run:
+        folder = Path(tempfile.mkdtemp(prefix="bridge-dry-run-"))
+        copy = folder / "state.db"
+        try:
+            if config.state_path.exists():
+                source = sqlite3.connect(f"file:{config.state_path}?mode=ro", uri=True)
+                target = sqlite3.connect(copy)
+                try:
+                    source.backup(target)
+                finally:
+                    source.close()
+                    target.close()
+            conn = db.connect(copy)
+            try:
+                yield conn
+            finally:
+                conn.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    try:
+        conn = db.connect(config.state_path, read_only=read_only)
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot open the state database {config.state_path}: {exc}") from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def open_adapter(config: Config, *, read_only: bool = False) -> CrmAdapter:
+    cls = adapter_class(config.crm_kind)
+    if config.crm_kind == "sandbox":
+        assert config.crm_path is not None
+        return cls(config.crm_path, read_only=read_only)  # type: ignore[call-arg]
+    return cls.from_config(config)  # type: ignore[attr-defined]
+
+
+class TerminalProgress:
+    """Records per second and position in the file, redrawn on one terminal line."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._started: dict[str, float] = {}
+
+    def __call__(self, name: str, position: int, size: int, records: int) -> None:
+        if not self.enabled:
+            return
+        started = self._started.setdefault(name, time.monotonic())
+        elapsed = max(time.monotonic() - started, 1e-6)
+        share = position / size if size else 1.0
+        sys.stderr.write(f"\r{Path(name).name}: {share:6.1%} of {size / 1e6:.1f} MB, {records} records, "
+                         f"{records / elapsed:,.0f} records/s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self._started:
+            sys.stderr.write("\n")

@@ -1,0 +1,701 @@
+"""A local CRM in its own SQLite file: the default target, dry runs and trials.
+
+It behaves like a CRM as far as the bridge can tell: it hands out its own
+integer ids, keeps what each operation says, refuses what a CRM would refuse,
+and logs every write it receives in ``calls`` (even writes that change
+nothing: the bridge must not send unchanged records, and the log proves it).
+
+Writes merge: a payload key that is absent leaves the stored value alone, so
+a partial package (offers without names, say) never blanks a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bridge.crm.base import (DEACTIVATE_PRODUCT, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
+                             UPSERT_PRODUCT, CrmAdapter, Operation, Result)
+from bridge.errors import PermanentError, TransientError, UserError
+
+SCHEMA_VERSION = 1
+# Marks the file as ours, so pointing crm.path at the state database (or any
+# other SQLite file) is refused instead of sprinkling tables into it.
+APPLICATION_ID = int.from_bytes(b"1Csb", "big")
+
+SCHEMA = """
+CREATE TABLE products (
+    id INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,              -- NULL: made by hand in the CRM, adoptable through match
+    parent_external_id TEXT,              -- a variant; not checked, as offers may precede their goods
+    name TEXT NOT NULL,
+    sku TEXT,
+    barcode TEXT,
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    quantity TEXT NOT NULL DEFAULT '0',   -- decimals are canonical TEXT: exact, and equal when equal
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX products_sku ON products(sku);
+CREATE INDEX products_barcode ON products(barcode);
+CREATE TABLE prices (
+    product_id INTEGER NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+    price_type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (product_id, price_type)
+) WITHOUT ROWID;
+CREATE TABLE stock (
+    product_id INTEGER NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+    warehouse TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    PRIMARY KEY (product_id, warehouse)
+) WITHOUT ROWID;
+CREATE TABLE companies (
+    id INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    name TEXT NOT NULL,
+    inn TEXT,
+    kpp TEXT,
+    full_name TEXT,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX companies_inn ON companies(inn, kpp);
+-- Other 1C ids of a company found by ИНН/КПП: both ids must keep hitting it.
+CREATE TABLE company_aliases (
+    external_id TEXT PRIMARY KEY,
+    company_id INTEGER NOT NULL REFERENCES companies(id) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX company_aliases_company ON company_aliases(company_id);
+CREATE TABLE contacts (
+    id INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    name TEXT NOT NULL,
+    email TEXT,
+    phone TEXT,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE deals (
+    id INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    number TEXT NOT NULL,
+    date TEXT,
+    amount TEXT,
+    currency TEXT,
+    company_external_id TEXT,             -- as sent; company_id is what it resolved to
+    company_id INTEGER REFERENCES companies(id),
+    stage TEXT,
+    data TEXT NOT NULL DEFAULT '{}'       -- facts, lines and anything else
+);
+CREATE TABLE calls (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    match TEXT,
+    create_only TEXT,
+    ok INTEGER NOT NULL,
+    outcome TEXT NOT NULL,                -- created, updated, unchanged or failed
+    crm_id TEXT,
+    error TEXT
+);
+"""
+
+PRODUCT_KEYS = ("external_id", "parent_external_id", "name", "sku", "barcode", "active", "prices", "stock", "quantity")
+COMPANY_KEYS = ("external_id", "name", "inn", "kpp")
+CONTACT_KEYS = ("external_id", "name", "email", "phone")
+DEAL_KEYS = ("external_id", "number", "date", "amount", "currency", "company_external_id", "stage", "facts")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of ``script``, line by line until SQLite calls one complete (comments may hold ';')."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement: {pending!r}")
+
+
+class _Refused(Exception):
+    """This one operation is refused for good; the rest of the batch goes on."""
+
+
+# ---------------------------------------------------------------- values
+
+def _text(key: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):  # numeric codes, barcodes
+        return str(value)
+    raise _Refused(f"{key} must be text, not {type(value).__name__}")
+
+
+def _ident(key: str, value: Any) -> str | None:
+    """Identifiers (ИНН, КПП, SKU, e-mail) compare exactly, so trim them and let blank mean none."""
+    text = _text(key, value)
+    if text is None:
+        return None
+    return text.strip() or None
+
+
+def _name(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if text is None or not text.strip():
+        raise _Refused(f"{key} must not be empty")
+    return text
+
+
+def _flag(key: str, value: Any) -> int:
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    raise _Refused(f"{key} must be true or false, not {value!r}")
+
+
+def decimal_text(key: str, value: Any) -> str:
+    """A JSON number or decimal string as canonical decimal TEXT ('12.5', '-3', '0')."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
+            isinstance(value, str) and len(value) > 64):
+        raise _Refused(f"{key} must be a number, not {value!r}")
+    try:
+        # repr(float) is the shortest text giving that float: 0.1 stays 0.1.
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip().replace(",", "."))
+    except InvalidOperation:
+        raise _Refused(f"{key} must be a number, not {value!r}") from None
+    if not number.is_finite():
+        raise _Refused(f"{key} must be a finite number, not {value!r}")
+    text = format(number, "f")  # no exponent; no rounding to the context's precision either
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _number_or_none(key: str, value: Any) -> str | None:
+    return None if value is None else decimal_text(key, value)
+
+
+def json_number(text: str | None) -> int | float | None:
+    """Stored decimal TEXT back to a JSON number: int when integral."""
+    if text is None:
+        return None
+    number = Decimal(text)
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return json_number(decimal_text("value", value))
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _now() -> str:
+    # The same format as bridge.store.clock, without an adapter depending on the state package.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _Refused(f"payload is not plain JSON: {exc}") from None
+
+
+def _dumps_for_log(value: Any) -> str:
+    """The audit log must record even the payload that was refused for not being JSON."""
+    try:
+        return _dumps(value)
+    except _Refused:
+        return json.dumps(repr(value), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- entities
+
+Converter = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entity:
+    """How one upsert kind maps a payload onto a table; keys not in ``columns`` go to ``data``."""
+
+    table: str
+    columns: dict[str, Converter]
+    required: tuple[str, ...]  # to create; an update may leave them out
+    matchable: tuple[str, ...]
+    shapes: dict[str, type] = field(default_factory=dict)  # data keys that must be dict or list
+
+
+PRODUCT = _Entity("products", {"parent_external_id": _text, "name": _name, "sku": _ident, "barcode": _ident,
+                               "active": _flag}, ("name",), ("sku", "barcode"))
+COMPANY = _Entity("companies", {"name": _name, "inn": _ident, "kpp": _ident, "full_name": _text},
+                  ("name",), ("inn", "kpp"))
+CONTACT = _Entity("contacts", {"name": _name, "email": _ident, "phone": _ident}, ("name",), ("email", "phone"))
+DEAL = _Entity("deals", {"number": _name, "date": _text, "amount": _number_or_none, "currency": _text,
+                         "company_external_id": _text, "stage": _text}, ("number",), ("number",),
+               {"facts": dict, "lines": list})
+# Child rows that belong to a record, for telling "updated" from "unchanged".
+_CHILDREN = {"products": (("prices", "product_id"), ("stock", "product_id")),
+             "companies": (("company_aliases", "company_id"),)}
+
+
+@dataclass(slots=True)
+class _Done:
+    row_id: int
+    created: bool
+    changed: bool  # False for a write that left the record as it was
+
+
+class SandboxCrm(CrmAdapter):
+    """A CRM kept in the SQLite file ``path`` (created owner-only when missing).
+
+    ``read_only`` never writes: a missing file reads as an empty CRM, and
+    ``apply`` raises ``UserError``.
+    """
+
+    name: ClassVar[str] = "sandbox"
+    batch_size: ClassVar[int] = 500
+    busy_timeout: ClassVar[float] = 30.0  # seconds to wait for another process's write
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        # One connection, shared by whichever thread calls: the lock keeps its use serial.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn: sqlite3.Connection | None = self._open()
+
+    # ------------------------------------------------------------ opening
+
+    def _open(self) -> sqlite3.Connection | None:
+        if self.read_only:
+            if not self.path.exists():
+                return None
+            target, uri = self.path.resolve().as_uri() + "?mode=ro", True
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Owner-only before SQLite creates it: it names customers. SQLite gives -wal/-shm the same mode.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise UserError(f"cannot create the sandbox CRM {self.path}: {exc.strerror}") from None
+            target, uri = str(self.path), False
+        conn = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=self.busy_timeout,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            if self._prepare_schema(conn):
+                if not self.read_only:  # only once the file is known to be ours: it rewrites the header
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise UserError(f"{self.path} is not a usable sandbox CRM: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()  # an empty file opened read-only: nothing to read
+        return None
+
+    def _prepare_schema(self, conn: sqlite3.Connection) -> bool:
+        """Check (and on a fresh file create) the schema; False when read-only and still empty."""
+        if not self.read_only:
+            conn.execute("BEGIN IMMEDIATE")  # a racing process waits here, then finds the schema made
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            if version == 0:
+                if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise UserError(f"{self.path} is an SQLite file of something else, not a sandbox CRM")
+                if self.read_only:
+                    return False
+                for statement in _statements(SCHEMA):  # not executescript: it would COMMIT first
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                version, app = SCHEMA_VERSION, APPLICATION_ID
+            if app != APPLICATION_ID:
+                raise UserError(f"{self.path} is an SQLite file of something else, not a sandbox CRM")
+            if version > SCHEMA_VERSION:
+                raise UserError(f"the sandbox CRM {self.path} has schema version {version}, newer than this "
+                                f"bridge ({SCHEMA_VERSION}); upgrade the bridge")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            return True
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # ------------------------------------------------------------ writing
+
+    def apply(self, ops: Sequence[Operation]) -> list[Result]:
+        if len(ops) > self.batch_size:
+            raise ValueError(f"{len(ops)} operations given; the sandbox takes at most {self.batch_size} per call")
+        if self.read_only:
+            raise UserError(f"the sandbox CRM {self.path} is open read-only; it cannot apply operations")
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                raise RuntimeError("unreachable: a writable sandbox always has a connection")
+            if not ops:
+                return []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    results = [self._apply_one(conn, op) for op in ops]
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:  # an exception escaped: nothing of the batch applies
+                        conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:  # locked, disk full, I/O: may pass
+                raise TransientError(f"sandbox CRM {self.path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:  # corrupt file: will not pass by itself
+                raise PermanentError(f"sandbox CRM {self.path}: {exc}") from exc
+        return results
+
+    def _apply_one(self, conn: sqlite3.Connection, op: Operation) -> Result:
+        # A SAVEPOINT per operation: a refused one leaves no half-write behind and the batch goes on.
+        conn.execute("SAVEPOINT op")
+        try:
+            done = self._perform(conn, op)
+        except (_Refused, sqlite3.IntegrityError) as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            result = Result(ok=False, retryable=False, error=f"{op.kind} {op.external_id!r}: {exc}")
+            self._log(conn, op, result, "failed")
+            return result
+        conn.execute("RELEASE op")
+        answer = {"id": done.row_id, "created": done.created, "changed": done.changed}
+        result = Result(ok=True, crm_id=str(done.row_id), created=done.created, answer=answer)
+        self._log(conn, op, result, "created" if done.created else "updated" if done.changed else "unchanged")
+        return result
+
+    def _log(self, conn: sqlite3.Connection, op: Operation, result: Result, outcome: str) -> None:
+        conn.execute(
+            "INSERT INTO calls (at, kind, external_id, payload, match, create_only, ok, outcome, crm_id, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), str(op.kind), str(op.external_id),
+             _dumps_for_log(op.payload), None if op.match is None else _dumps_for_log(op.match),
+             _dumps_for_log(list(op.create_only)) if op.create_only else None, int(result.ok), outcome,
+             result.crm_id, result.error))
+
+    def _perform(self, conn: sqlite3.Connection, op: Operation) -> _Done:
+        payload = op.payload
+        if not isinstance(payload, dict):
+            raise _Refused(f"payload must be an object, not {type(payload).__name__}")
+        if not isinstance(op.external_id, str) or not op.external_id:
+            raise _Refused("the external id is empty")
+        if payload.get("external_id", op.external_id) != op.external_id:
+            raise _Refused(f"payload external_id {payload['external_id']!r} differs from the operation's")
+        entity = {UPSERT_PRODUCT: PRODUCT, UPSERT_COMPANY: COMPANY, UPSERT_CONTACT: CONTACT,
+                  UPSERT_DEAL: DEAL}.get(op.kind)
+        if entity is not None:
+            return self._upsert(conn, entity, op)
+        product_ops = {SET_PRICES: self._set_prices, SET_STOCK: self._set_stock, DEACTIVATE_PRODUCT: self._deactivate}
+        if op.kind not in product_ops:
+            raise _Refused(f"unknown operation kind {op.kind!r}")
+        row = conn.execute("SELECT id FROM products WHERE external_id = ?", (op.external_id,)).fetchone()
+        if row is None:
+            raise _Refused("the CRM has no product with this external id")
+        before = self._fingerprint(conn, "products", row[0])
+        product_ops[op.kind](conn, row[0], payload)
+        return _Done(row[0], created=False, changed=before != self._fingerprint(conn, "products", row[0]))
+
+    def _upsert(self, conn: sqlite3.Connection, entity: _Entity, op: Operation) -> _Done:
+        payload = op.payload
+        values = {key: convert(key, payload[key]) for key, convert in entity.columns.items() if key in payload}
+        extra = {key: value for key, value in payload.items() if key not in entity.columns and key != "external_id"}
+        for key, shape in entity.shapes.items():
+            if extra.get(key) is not None and not isinstance(extra[key], shape):
+                raise _Refused(f"{key} must be {'an object' if shape is dict else 'a list'}")
+        row_id = self._find(conn, entity, op.external_id)
+        if row_id is None:
+            row_id = self._adopt(conn, entity, op)
+        created = row_id is None
+        if not created:  # the CRM owns these fields once the record exists
+            for key in op.create_only:
+                values.pop(key, None)
+                extra.pop(key, None)
+        if entity is DEAL and "company_external_id" in values:
+            company = values["company_external_id"]
+            values["company_id"] = None if company is None else self._find(conn, COMPANY, company)
+            if company is not None and values["company_id"] is None:
+                raise _Refused(f"the CRM has no company with external id {company!r}")
+        if row_id is None:
+            missing = [key for key in entity.required if values.get(key) is None]
+            if missing:
+                raise _Refused(f"cannot create without {', '.join(missing)}")
+            values.update(external_id=op.external_id, data=_dumps(extra))
+            cursor = conn.execute(f"INSERT INTO {entity.table} ({', '.join(values)}) VALUES "
+                                  f"({', '.join('?' * len(values))})", tuple(values.values()))
+            return _Done(int(cursor.lastrowid or 0), created=True, changed=True)
+        before = self._fingerprint(conn, entity.table, row_id)
+        (old,) = conn.execute(f"SELECT data FROM {entity.table} WHERE id = ?", (row_id,)).fetchone()
+        values["data"] = _dumps({**json.loads(old), **extra})
+        conn.execute(f"UPDATE {entity.table} SET {', '.join(f'{key} = ?' for key in values)} WHERE id = ?",
+                     (*values.values(), row_id))
+        return _Done(row_id, created=False, changed=before != self._fingerprint(conn, entity.table, row_id))
+
+    @staticmethod
+    def _find(conn: sqlite3.Connection, entity: _Entity, external_id: str) -> int | None:
+        row = conn.execute(f"SELECT id FROM {entity.table} WHERE external_id = ?", (external_id,)).fetchone()
+        if row is None and entity is COMPANY:
+            row = conn.execute("SELECT company_id FROM company_aliases WHERE external_id = ?",
+                               (external_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _adopt(self, conn: sqlite3.Connection, entity: _Entity, op: Operation) -> int | None:
+        """The record ``op.match`` names, now carrying ``op.external_id``; None when there is none."""
+        if not op.match:
+            return None
+        if not isinstance(op.match, dict):
+            raise _Refused("match must be an object")
+        unknown = sorted(set(op.match) - set(entity.matchable))
+        if unknown:
+            raise _Refused(f"cannot match {entity.table} by {', '.join(unknown)} "
+                           f"(possible: {', '.join(entity.matchable)})")
+        fields = {key: _ident(key, value) for key, value in op.match.items()}
+        if entity is COMPANY:
+            row_id, owned = _match_company(conn, fields.get("inn"), fields.get("kpp"))
+            if row_id is not None and owned:  # another 1C id of the same counterparty
+                conn.execute("INSERT INTO company_aliases (external_id, company_id) VALUES (?, ?)",
+                             (op.external_id, row_id))
+        else:
+            # Only records made by hand (no external id) are adopted: one that belongs to another
+            # 1C record is a different item that happens to share an SKU.
+            fields = {key: value for key, value in fields.items() if value is not None}
+            if not fields:
+                return None
+            rows = conn.execute(f"SELECT id FROM {entity.table} WHERE external_id IS NULL AND "
+                                + " AND ".join(f"{key} = ?" for key in fields) + " ORDER BY id",
+                                tuple(fields.values())).fetchall()
+            if len(rows) > 1:
+                raise _Refused(f"match {fields} is ambiguous: {len(rows)} {entity.table} have it "
+                               f"(ids {', '.join(str(r[0]) for r in rows)})")
+            row_id, owned = (int(rows[0][0]) if rows else None), False
+        if row_id is not None and not owned:
+            conn.execute(f"UPDATE {entity.table} SET external_id = ? WHERE id = ?", (op.external_id, row_id))
+        return row_id
+
+    @staticmethod
+    def _set_prices(conn: sqlite3.Connection, product_id: int, payload: dict[str, Any]) -> None:
+        prices = payload.get("prices")
+        if not isinstance(prices, dict):
+            raise _Refused("prices must be an object {price type name: number}")
+        for price_type, value in prices.items():
+            if not isinstance(price_type, str) or not price_type:
+                raise _Refused(f"price type name {price_type!r} is not a name")
+            conn.execute("INSERT INTO prices (product_id, price_type, value) VALUES (?, ?, ?) ON CONFLICT DO "
+                         "UPDATE SET value = excluded.value",
+                         (product_id, price_type, decimal_text(f"price {price_type!r}", value)))
+
+    @staticmethod
+    def _set_stock(conn: sqlite3.Connection, product_id: int, payload: dict[str, Any]) -> None:
+        stock, quantity = payload.get("stock"), payload.get("quantity")
+        if stock is None and quantity is None:
+            raise _Refused("set_stock needs stock {warehouse name: number} or quantity")
+        if stock is not None and not isinstance(stock, dict):
+            raise _Refused("stock must be an object {warehouse name: number}")
+        for warehouse, value in (stock or {}).items():
+            if not isinstance(warehouse, str) or not warehouse:
+                raise _Refused(f"warehouse name {warehouse!r} is not a name")
+            conn.execute("INSERT INTO stock (product_id, warehouse, quantity) VALUES (?, ?, ?) ON CONFLICT DO "
+                         "UPDATE SET quantity = excluded.quantity",
+                         (product_id, warehouse, decimal_text(f"stock {warehouse!r}", value)))
+        if quantity is not None:
+            total = decimal_text("quantity", quantity)
+        else:  # the total follows the warehouses when 1C gives no total of its own
+            rows = conn.execute("SELECT quantity FROM stock WHERE product_id = ?", (product_id,)).fetchall()
+            total = decimal_text("quantity", sum((Decimal(r[0]) for r in rows), Decimal(0)))
+        conn.execute("UPDATE products SET quantity = ? WHERE id = ?", (total, product_id))
+
+    @staticmethod
+    def _deactivate(conn: sqlite3.Connection, product_id: int, payload: dict[str, Any]) -> None:
+        conn.execute("UPDATE products SET active = 0 WHERE id = ?", (product_id,))  # never deleted
+
+    @staticmethod
+    def _fingerprint(conn: sqlite3.Connection, table: str, row_id: int) -> list[list[tuple[Any, ...]]]:
+        rows = [conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchall()]
+        for child, key in _CHILDREN.get(table, ()):
+            rows.append(conn.execute(f"SELECT * FROM {child} WHERE {key} = ? ORDER BY 1, 2", (row_id,)).fetchall())
+        return rows
+
+    # ------------------------------------------------------------ reading
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._closed:
+            raise RuntimeError("the sandbox CRM is closed")
+        return self._conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection | None]:
+        """The connection inside one read transaction, so a read sees one consistent state."""
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                yield None
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+
+    def state(self) -> dict[str, list[dict[str, Any]]]:
+        """Every record with every field (extra payload fields flattened in), sorted by external id; no calls."""
+        with self._reading() as conn:
+            return _state(conn)
+
+    def dump(self) -> dict[str, Any]:
+        """The CRM as the README and the tests show it: the call count and each record's main fields."""
+        with self._reading() as conn:  # one read: the count and the records agree
+            calls = 0 if conn is None else int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+            state = _state(conn)
+        keys = {"products": PRODUCT_KEYS, "companies": COMPANY_KEYS, "contacts": CONTACT_KEYS, "deals": DEAL_KEYS}
+        return {"calls": calls, **{name: [{key: record[key] for key in keys[name]} for record in records]
+                                   for name, records in state.items()}}
+
+    def calls(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The audit log, newest last; ``limit`` keeps only the newest ones."""
+        with self._reading() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute("SELECT * FROM (SELECT * FROM calls ORDER BY id DESC LIMIT ?) ORDER BY id",
+                                (-1 if limit is None else limit,)).fetchall()
+            names = [column[0] for column in conn.execute("SELECT * FROM calls LIMIT 0").description]
+        calls = []
+        for row in rows:
+            call = dict(zip(names, row))
+            call["ok"] = bool(call["ok"])
+            for key in ("payload", "match", "create_only"):
+                call[key] = None if call[key] is None else json.loads(call[key])
+            calls.append(call)
+        return calls
+
+    def find_company(self, inn: str, kpp: str | None = None) -> str | None:
+        """The external id of the company with this ИНН (and КПП when given); None if none or ambiguous."""
+        with self._reading() as conn:
+            if conn is None:
+                return None
+            try:
+                row_id, _ = _match_company(conn, _ident("inn", inn), _ident("kpp", kpp))
+            except _Refused:
+                return None
+            if row_id is None:
+                return None
+            return conn.execute("SELECT external_id FROM companies WHERE id = ?", (row_id,)).fetchone()[0]
+
+    def get_product(self, external_id: str) -> dict[str, Any] | None:
+        """The product with every field (as in ``state``), or None."""
+        with self._reading() as conn:
+            if conn is None:
+                return None
+            found = _products(conn, external_id)
+        return found[0] if found else None
+
+
+# ---------------------------------------------------------------- queries
+
+def _state(conn: sqlite3.Connection | None) -> dict[str, list[dict[str, Any]]]:
+    if conn is None:
+        return {"products": [], "companies": [], "contacts": [], "deals": []}
+    return {"products": _products(conn), "companies": _companies(conn), "contacts": _contacts(conn),
+            "deals": _deals(conn)}
+
+
+def _match_company(conn: sqlite3.Connection, inn: str | None, kpp: str | None) -> tuple[int | None, bool]:
+    """The company with this ИНН (and КПП when given), and whether it already has an external id.
+
+    Without a КПП (a sole proprietor, or 1C left it out) a company without
+    one wins; among several branches of one ИНН nothing can choose, which is
+    refused rather than guessed.
+    """
+    if inn is None:
+        return None, False
+    sql = "SELECT id, external_id, kpp FROM companies WHERE inn = ?" + (" AND kpp = ?" if kpp else "") + " ORDER BY id"
+    rows = conn.execute(sql, (inn, kpp) if kpp else (inn,)).fetchall()
+    if not kpp and len(rows) > 1:
+        rows = [row for row in rows if row[2] is None] or rows
+    if len(rows) > 1:
+        raise _Refused(f"{len(rows)} companies have ИНН {inn}" + (f" and КПП {kpp}" if kpp else "")
+                       + f" (ids {', '.join(str(r[0]) for r in rows)}); cannot tell which one is meant")
+    return (int(rows[0][0]), rows[0][1] is not None) if rows else (None, False)
+
+
+def _records(conn: sqlite3.Connection, table: str, columns: str, external_id: str | None,
+             ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(columns, data) of each record, sorted by external id (records made by hand first)."""
+    where = "" if external_id is None else " WHERE external_id = ?"
+    cursor = conn.execute(f"SELECT id, external_id, {columns}, data FROM {table}{where} ORDER BY external_id, id",
+                          () if external_id is None else (external_id,))
+    names = [column[0] for column in cursor.description]
+    return [(dict(zip(names[:-1], row[:-1])), json.loads(row[-1])) for row in cursor.fetchall()]
+
+
+def _children(conn: sqlite3.Connection, table: str, key: str, value: str,
+              external_id: str | None) -> dict[int, dict[str, int | float | None]]:
+    """{product id: {key: number}} of the prices or stock of all products, or of one."""
+    sql = f"SELECT product_id, {key}, {value} FROM {table}"
+    if external_id is not None:
+        sql += " WHERE product_id IN (SELECT id FROM products WHERE external_id = ?)"
+    found: dict[int, dict[str, int | float | None]] = {}
+    for owner, name, number in conn.execute(sql + f" ORDER BY {key}", () if external_id is None else (external_id,)):
+        found.setdefault(owner, {})[name] = json_number(number)
+    return found
+
+
+def _products(conn: sqlite3.Connection, external_id: str | None = None) -> list[dict[str, Any]]:
+    prices = _children(conn, "prices", "price_type", "value", external_id)
+    stock = _children(conn, "stock", "warehouse", "quantity", external_id)
+    products = []
+    for columns, data in _records(conn, "products", "parent_external_id, name, sku, barcode, active, quantity",
+                                  external_id):
+        columns.update(active=bool(columns["active"]), quantity=json_number(columns["quantity"]),
+                       prices=prices.get(columns["id"], {}), stock=stock.get(columns["id"], {}),
+                       id=str(columns["id"]))
+        products.append({**data, **columns})
+    return products
+
+
+def _companies(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    aliases: dict[int, list[str]] = {}
+    for alias, company_id in conn.execute("SELECT external_id, company_id FROM company_aliases ORDER BY 1"):
+        aliases.setdefault(company_id, []).append(alias)
+    return [{**data, **columns, "id": str(columns["id"]), "aliases": aliases.get(columns["id"], [])}
+            for columns, data in _records(conn, "companies", "name, inn, kpp, full_name", None)]
+
+
+def _contacts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [{**data, **columns, "id": str(columns["id"])}
+            for columns, data in _records(conn, "contacts", "name, email, phone", None)]
+
+
+def _deals(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    # The company as the CRM links it: its own external id, even when the deal named it by an alias.
+    owners = dict(conn.execute("SELECT id, external_id FROM companies").fetchall())
+    deals = []
+    for columns, data in _records(conn, "deals", "number, date, amount, currency, company_external_id, "
+                                  "company_id, stage", None):
+        company_id = columns.pop("company_id")
+        if owners.get(company_id) is not None:
+            columns["company_external_id"] = owners[company_id]
+        columns.update(amount=json_number(columns["amount"]), id=str(columns["id"]))
+        deals.append({**data, **columns, "facts": data.get("facts") or {}, "lines": data.get("lines") or []})
+    return deals
