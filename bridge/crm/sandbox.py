@@ -426,8 +426,7 @@ class SandboxCrm(CrmAdapter):
             if extra.get(key) is not None and not isinstance(extra[key], shape):
                 raise _Refused(f"{key} must be {'an object' if shape is dict else 'a list'}")
         row_id = self._find(conn, entity, op.external_id)
-        if row_id is None:
-            row_id = self._adopt(conn, entity, op)
+        adopted = row_id is None and (row_id := self._adopt(conn, entity, op)) is not None
         created = row_id is None
         if not created:  # the CRM owns these fields once the record exists
             for key in op.create_only:
@@ -446,7 +445,8 @@ class SandboxCrm(CrmAdapter):
             cursor = conn.execute(f"INSERT INTO {entity.table} ({', '.join(values)}) VALUES "
                                   f"({', '.join('?' * len(values))})", tuple(values.values()))
             return _Done(int(cursor.lastrowid or 0), created=True, changed=True)
-        before = self._fingerprint(conn, entity.table, row_id)
+        # Adoption already gave the record its external id: that alone is a change.
+        before = None if adopted else self._fingerprint(conn, entity.table, row_id)
         (old,) = conn.execute(f"SELECT data FROM {entity.table} WHERE id = ?", (row_id,)).fetchone()
         values["data"] = _dumps({**json.loads(old), **extra})
         conn.execute(f"UPDATE {entity.table} SET {', '.join(f'{key} = ?' for key in values)} WHERE id = ?",

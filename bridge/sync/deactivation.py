@@ -30,9 +30,9 @@ class Decision:
 
 def deactivate(conn: sqlite3.Connection, max_share: float, force: bool) -> list[Decision]:
     # A refused deactivation waits, with what the export listed, until someone forces it.
-    states = ("pending", "refused") if force else ("pending",)
+    states = ("pending", "refused" if force else "pending")
     pending = conn.execute("SELECT id, catalog_id FROM files WHERE full_catalog = 1 AND deactivation IN (?, ?)"
-                           " AND status IN ('committed','applied','partial') ORDER BY id", (*states, states[-1])).fetchall()
+                           " AND status IN ('committed','applied','partial') ORDER BY id", states).fetchall()
     by_catalog: dict[str, list[int]] = {}
     for file_id, catalog_id in pending:
         by_catalog.setdefault(catalog_id or "", []).append(file_id)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge import faults
 from bridge.crm.base import CrmAdapter
 from bridge.errors import TransientError
 from bridge.store import journal, outbox, state
@@ -62,6 +63,7 @@ def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 
                                                   detail={"outbox_ids": [p.operation.id for p in batch]}))
             log.warning("deliver.retry count=%d error=%r", len(batch), str(exc))
             continue
+        faults.checkpoint("crm_applied")  # the CRM has it; the outbox does not know yet
         if len(results) != len(batch):
             raise RuntimeError(f"CRM adapter {adapter.name} returned {len(results)} results for {len(batch)} operations")
         done, failed, retry, crm_ids, entries = [], [], [], [], []
@@ -93,6 +95,7 @@ def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 
                 # Send it again with the next export that lists it, whatever its fingerprint.
                 state.forget_fingerprint(conn, pending.entity, pending.operation.external_id)
             journal.write_many(conn, entries)
+        faults.checkpoint("delivered")
         stats.sent += len(done)
         stats.failed += len(failed)
         stats.retried += len(retry)

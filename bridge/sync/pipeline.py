@@ -25,6 +25,7 @@ from bridge.commerceml.header import Header
 from bridge.commerceml.problems import ERROR, Problem
 from bridge.commerceml.reader import FileReader
 from bridge.commerceml.records import Counterparty, Document, Offer, Product, Record
+from bridge import faults
 from bridge.config import Config
 from bridge.store import journal, ledger, outbox, state
 from bridge.store.db import transaction
@@ -105,6 +106,7 @@ class Pipeline:
                                                        f"sha256 {taken.sha256})", row.id))
         file_id = row.id
         stored = archive.store(taken, self.archive_dir, basename) if self.archive_dir is not None else item.path
+        faults.checkpoint("claimed")
         with transaction(self.conn):
             ledger.update(self.conn, file_id, status="archived", archive_path=str(stored))
             journal.write(self.conn, journal.Entry("archive", "ok", f"archived as {stored}", file_id))
@@ -177,6 +179,7 @@ class Pipeline:
             state.wait(self.conn, file_id, waiting)
             state.mark_seen(self.conn, file_id, seen)
             journal.write_many(self.conn, failures + waiting_entries)
+        faults.checkpoint("staged")
 
     def _map(self, record: Record, names: Names) -> mapping.Mapped:
         if isinstance(record, Product):
@@ -226,6 +229,7 @@ class Pipeline:
                 file_id, detail={"kind": header.kind, "counts": reader.counts, "plan": dict(plan),
                                  "contains_only_changes": header.contains_only_changes}))
         log.info("file.committed id=%d name=%r operations=%d", file_id, name, enqueued)
+        faults.checkpoint("committed")
         self.release_waiting()
         return FileOutcome(file_id, name, "committed", dict(plan), reader.counts, reader.problems)
 

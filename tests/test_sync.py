@@ -1,0 +1,228 @@
+"""The inbound sync's guarantees, through the CLI, on real SQLite files and the sandbox CRM."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import exchange as x
+from conftest import SAMPLES, run_cli
+
+
+def write_config(folder: Path, **mapping: object) -> Path:
+    lines = ['[state]\npath = "var/bridge.db"', '[archive]\npath = "var/archive"\nquarantine = "var/quarantine"',
+             '[crm]\nkind = "sandbox"\npath = "var/crm.db"', "[mapping]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in mapping.items()]
+    path = folder / "bridge.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+def dump(cfg: Path) -> dict:
+    code, output = run_cli("sandbox", "-c", cfg, "dump", "--json")
+    assert code == 0, output
+    return json.loads(output)
+
+
+def products(cfg: Path) -> dict[str, dict]:
+    return {p["external_id"]: p for p in dump(cfg)["products"]}
+
+
+def ingest(cfg: Path, *paths: Path, expect: int = 0, extra: tuple[str, ...] = ()) -> str:
+    code, output = run_cli("ingest", "-c", cfg, *extra, *paths)
+    assert code == expect, output
+    return output
+
+
+def test_bundled_samples_apply_and_second_ingest_makes_no_calls(cfg: Path) -> None:
+    ingest(cfg, SAMPLES / "exchange")
+    first = dump(cfg)
+    assert first["calls"] > 0
+    by_id = {p["external_id"]: p for p in first["products"]}
+    kettle = by_id["289a7cba-73c9-11ef-a3c6-00155d0a4e21"]
+    assert kettle["prices"] == {"Розничная": 2490, "Оптовая": 2150}
+    assert kettle["stock"] == {"Основной склад": 12, "Склад Север": 4} and kettle["quantity"] == 16
+    variants = [p for p in first["products"] if p["parent_external_id"] == "29440104-73d3-11ef-a3c6-00155d0a4e21"]
+    assert len(variants) == 3 and all(v["prices"] for v in variants)
+    assert by_id["28ef3edf-73ce-11ef-a3c6-00155d0a4e21"]["active"] is False  # Статус="Удален": kept, inactive
+    assert {c["inn"] for c in first["companies"]} >= {"7812045738", "502918437105"}
+    assert len(first["deals"]) == 2
+
+    ingest(cfg, SAMPLES / "exchange")
+    assert dump(cfg)["calls"] == first["calls"]
+
+    # Even the same files under new names (a new claim each) change nothing in the CRM.
+    code, listing = run_cli("archive", "-c", cfg, "list", "--json")
+    files = json.loads(listing)
+    assert code == 0 and {f["status"] for f in files} == {"applied"}
+    code, output = run_cli("replay", "-c", cfg, *[str(f["id"]) for f in files])
+    assert code == 0, output
+    assert dump(cfg)["calls"] == first["calls"]
+
+
+def test_state_database_is_private_and_journal_tells_the_story(cfg: Path, tmp_path: Path) -> None:
+    ingest(cfg, SAMPLES / "exchange" / "ut11")
+    assert stat.S_IMODE(os.stat(tmp_path / "var" / "bridge.db").st_mode) == 0o600
+    code, output = run_cli("journal", "-c", cfg, "--json", "--entity", "29440104-73d3-11ef-a3c6-00155d0a4e21")
+    entries = json.loads(output)
+    steps = {(e["step"], e["status"]) for e in entries}
+    assert ("deliver", "ok") in steps
+    delivered = [e for e in entries if e["step"] == "deliver"]
+    assert all(e["detail"]["answer"] for e in delivered)  # the CRM's answer is kept
+    # a product's journal includes its variants
+    assert any("#" in e["external_id"] for e in entries)
+    code, output = run_cli("status", "-c", cfg, "--json")
+    status = json.loads(output)
+    assert status["files"] == {"applied": 6} and status["outbox"]["pending"] == 0
+    assert status["last_success"] is not None
+
+
+def test_dry_run_prints_plan_and_changes_nothing(cfg: Path, tmp_path: Path) -> None:
+    output = ingest(cfg, SAMPLES / "exchange" / "ut11", extra=("--dry-run",))
+    assert "Plan (dry run" in output and "product" in output
+    assert not (tmp_path / "var").exists()
+    ingest(cfg, SAMPLES / "exchange" / "ut11")
+    db = tmp_path / "var" / "bridge.db"
+    before = (db.read_bytes(), dump(cfg))
+    folder = tmp_path / "changed"
+    x.write(folder, "import.xml", x.catalog([x.product("new-1", "Новый товар")], full=False))
+    output = ingest(cfg, folder, extra=("--dry-run",))
+    assert "product" in output and " 1 " in output
+    assert (db.read_bytes(), dump(cfg)) == before
+
+
+def test_hostile_file_is_quarantined_and_the_rest_applies(cfg: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    x.write(folder, "import0_1.xml", x.catalog([x.product("p1", "Дрель"), x.product("p2", "Пила")]))
+    broken = x.catalog([x.product("p3", "Молоток"), x.product("p4", "Клещи")], catalog_id="cat-2")
+    x.write(folder, "import0_2.xml", broken[: broken.index("</Товары>")])  # truncated at the very end
+    x.write(folder, "offers0_1.xml", x.offers([x.offer("p1", retail="100.50", stock={x.MAIN: 3})]))
+    output = ingest(cfg, folder, expect=1)
+    assert "quarantined" in output
+    crm = products(cfg)
+    assert set(crm) == {"p1", "p2"}  # nothing of p3/p4, although their records were read before the error
+    assert crm["p1"]["prices"] == {"Розничная": 100.5} and crm["p1"]["stock"] == {"Основной склад": 3}
+    reports = list((tmp_path / "var" / "quarantine").glob("*.report.txt"))
+    assert len(reports) == 1
+    text = reports[0].read_text(encoding="utf-8")
+    assert "import0_2.xml" in text and "ends too early" in text and "bridge replay" in text
+    assert len(list((tmp_path / "var" / "quarantine").glob("*import0_2.xml"))) == 1
+
+
+def test_changes_only_touches_only_what_it_lists_and_full_export_deactivates(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, max_deactivate_share=0.5)
+    folder = tmp_path / "1"
+    x.write(folder, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(1, 6)]))
+    ingest(cfg, folder)
+    assert all(p["active"] for p in products(cfg).values())
+
+    changes = tmp_path / "2"
+    x.write(changes, "import.xml", x.catalog([x.product("p1", "Товар 1 (новое имя)")], full=False))
+    calls = dump(cfg)["calls"]
+    ingest(cfg, changes)
+    crm = products(cfg)
+    assert crm["p1"]["name"] == "Товар 1 (новое имя)" and all(p["active"] for p in crm.values())
+    assert dump(cfg)["calls"] == calls + 1
+
+    full = tmp_path / "3"  # a full export without p5, and p4 deleted
+    x.write(full, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(1, 4)]
+                                          + [x.product("p4", "Товар 4", deleted=True)]))
+    ingest(cfg, full)
+    crm = products(cfg)
+    assert set(crm) == {f"p{i}" for i in range(1, 6)}  # never removed
+    assert {k for k, p in crm.items() if not p["active"]} == {"p4", "p5"}
+
+
+def test_full_export_over_the_interlock_is_refused_unless_forced(cfg: Path, tmp_path: Path) -> None:
+    first = tmp_path / "1"
+    x.write(first, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(10)]))
+    ingest(cfg, first)
+    partial = tmp_path / "2"  # a "full" export that lists only 3 of 10: 70% would go
+    x.write(partial, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(3)]))
+    output = ingest(cfg, partial, expect=1)
+    assert "--force" in output
+    assert all(p["active"] for p in products(cfg).values())
+    code, output = run_cli("journal", "-c", cfg, "--json")
+    assert any(e["status"] == "refused" for e in json.loads(output))
+    ingest(cfg, partial, extra=("--force",))
+    assert sum(not p["active"] for p in products(cfg).values()) == 7
+
+
+def test_full_export_of_one_catalog_leaves_other_catalogs_alone(cfg: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    x.write(a, "import.xml", x.catalog([x.product("a1", "A1")], catalog_id="cat-A"))
+    x.write(b, "import1.xml", x.catalog([x.product("b1", "B1"), x.product("b2", "B2")], catalog_id="cat-B"))
+    ingest(cfg, a, b)
+    x.write(a, "import.xml", x.catalog([x.product("a1", "A1 renamed")], catalog_id="cat-A"))
+    ingest(cfg, a)
+    assert all(p["active"] for p in products(cfg).values())
+
+
+def test_counterparty_with_new_id_but_known_inn_kpp_updates_the_company(cfg: Path, tmp_path: Path) -> None:
+    x.write(tmp_path / "1", "contragents.xml", x.counterparties([
+        x.company("c-old", "Ромашка ООО", "7701234567", "770101001"),
+        x.company("c-other", "Василек ООО", "7707654321", "770701001")]))
+    ingest(cfg, tmp_path / "1")
+    x.write(tmp_path / "2", "contragents.xml", x.counterparties([
+        x.company("c-new", "Ромашка ООО (переименована)", "7701234567", "770101001")]))
+    ingest(cfg, tmp_path / "2")
+    companies = dump(cfg)["companies"]
+    assert len(companies) == 2
+    romashka = next(c for c in companies if c["inn"] == "7701234567")
+    assert romashka["name"] == "Ромашка ООО (переименована)"
+
+
+def test_offer_waits_for_its_product_then_applies(cfg: Path, tmp_path: Path) -> None:
+    early = tmp_path / "early"
+    x.write(early, "offers.xml", x.offers([x.offer("late-1", retail="99", stock={x.MAIN: 5})]))
+    output = ingest(cfg, early)
+    assert "wait" in output
+    assert products(cfg) == {}
+    late = tmp_path / "late"
+    x.write(late, "import.xml", x.catalog([x.product("late-1", "Опоздавший товар")], full=False))
+    ingest(cfg, late)
+    crm = products(cfg)
+    assert crm["late-1"]["prices"] == {"Розничная": 99} and crm["late-1"]["stock"] == {"Основной склад": 5}
+    code, output = run_cli("journal", "-c", cfg, "--entity", "late-1")
+    assert "waits for product late-1" in output and "released" in output
+
+
+def test_record_refused_by_crm_is_journaled_and_retried_later(cfg: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "1"
+    x.write(folder, "import.xml", x.catalog([x.product("p1", "Дрель"), x.product("p2", "")], full=False))
+    x.write(folder, "offers.xml", x.offers([x.offer("p1", retail="10"), x.offer("p2", retail="20")]))
+    output = ingest(cfg, folder, expect=1)  # the CRM refuses p2 (no name): the file is applied in part
+    assert "refused" in output
+    crm = products(cfg)
+    assert set(crm) == {"p1"} and crm["p1"]["prices"] == {"Розничная": 10}
+    code, output = run_cli("journal", "-c", cfg, "--json", "--entity", "p2")
+    errors = [e for e in json.loads(output) if e["status"] == "error"]
+    assert errors and "name must not be empty" in errors[0]["message"]
+    code, output = run_cli("status", "-c", cfg, "--json")
+    assert json.loads(output)["files"].get("partial") == 2
+
+    fixed = tmp_path / "2"  # the next export names it; the refused operations are sent again
+    x.write(fixed, "import.xml", x.catalog([x.product("p2", "Пила")], full=False))
+    x.write(fixed, "offers.xml", x.offers([x.offer("p2", retail="20")]))
+    ingest(cfg, fixed)
+    assert products(cfg)["p2"]["prices"] == {"Розничная": 20}
+
+
+def test_config_problems_are_all_reported_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[crm]\nkind = "salesforce"\ntoken = "abc"\n[mapping]\nmatch_products = ["sku"]\n'
+                   'max_deactivate_share = 3\ncrm_owned_fields = ["product.colour"]\n[stat]\n', encoding="utf-8")
+    code, output = run_cli("status", "-c", cfg)
+    assert code == 2
+    for needle in ("crm.kind", "crm.token", "mapping.max_deactivate_share", "product.colour", "stat: unknown section",
+                   "match_"):
+        assert needle in output, needle
