@@ -75,3 +75,14 @@ def test_folder_is_read_in_load_order(reference: Path) -> None:
 def test_whole_reference_validates_with_exit_zero(reference: Path) -> None:
     code, output = run_cli("validate", reference / "samples")
     assert code == 0, output
+
+
+@pytest.mark.parametrize("path", _sample_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_inspect_summary_agrees_with_full_read(reference: Path, path: Path) -> None:
+    """inspect does not build typed goods and offers; it must still count and classify exactly the same."""
+    from bridge.commerceml.files import InputFile
+    from bridge.commerceml.summary import summarize
+    quick = summarize(InputFile(path, str(path)), build=False)
+    full = summarize(InputFile(path, str(path)), build=True)
+    assert (quick.counts, quick.skipped, quick.header.kind) == (full.counts, full.skipped, full.header.kind)
+    assert [p for p in quick.problems if p.severity != "warning"] == [p for p in full.problems if p.severity != "warning"]

@@ -17,12 +17,12 @@ from bridge.errors import UserError
 _paths = click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 
 
-def _summaries(paths: tuple[Path, ...], level: str, schema: Path | None) -> list[FileSummary]:
+def _summaries(paths: tuple[Path, ...], level: str, schema: Path | None, build: bool = True) -> list[FileSummary]:
     try:
         with expand_inputs(list(paths)) as files:
             if not files:
                 raise UserError("no XML files found in " + ", ".join(str(p) for p in paths))
-            return [summarize(f, level=level, user_schema=schema) for f in files]
+            return [summarize(f, level=level, user_schema=schema, build=build) for f in files]
     except SchemaError as exc:
         raise UserError(str(exc)) from None
 
@@ -50,7 +50,7 @@ def validate_command(strict: bool, schema: Path | None, paths: tuple[Path, ...])
 @_paths
 def inspect_command(as_json: bool, paths: tuple[Path, ...]) -> None:
     """Show what each exchange file holds: kind, version, encoding, counts, problems."""
-    summaries = _summaries(paths, "tolerant", None)
+    summaries = _summaries(paths, "tolerant", None, build=False)
     if as_json:
         click.echo(json.dumps([s.as_json() for s in summaries], ensure_ascii=False, indent=2))
     else:

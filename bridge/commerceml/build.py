@@ -22,17 +22,38 @@ Warn = Callable[[etree._Element, str], None]
 _TRUE = {"true", "1", "да", "истина", "yes"}
 
 
+# Full tag -> local name. CommerceML has a few hundred element names; the cap
+# keeps a hostile file with random names from growing it without bound.
+_LOCAL: dict[object, str] = {}
+_LOCAL_CAP = 20_000
+
+
 def local(tag: object) -> str:
-    if not isinstance(tag, str):  # comments and processing instructions
-        return ""
-    return tag[tag.rfind("}") + 1:]
+    name = _LOCAL.get(tag)
+    if name is None:
+        name = tag[tag.rfind("}") + 1:] if isinstance(tag, str) else ""  # "" for comments, PIs
+        if len(_LOCAL) < _LOCAL_CAP:
+            _LOCAL[tag] = name
+    return name
 
 
 def kids(element: etree._Element) -> Iterator[tuple[str, etree._Element]]:
-    for child in element:
-        tag = child.tag
-        if isinstance(tag, str):
-            yield tag[tag.rfind("}") + 1:], child
+    for c in element:
+        name = local(c.tag)
+        if name:
+            yield name, c
+
+
+def fields(element: etree._Element) -> dict[str, etree._Element]:
+    """Direct children by local name, first occurrence: one pass instead of a search per field."""
+    result: dict[str, etree._Element] = {}
+    get = _LOCAL.get
+    for c in element:
+        tag = c.tag
+        name = get(tag) or local(tag)
+        if name not in result:
+            result[name] = c
+    return result
 
 
 def text(element: etree._Element | None) -> str | None:
@@ -80,9 +101,10 @@ def _name_value_pairs(container: etree._Element | None, item: str) -> Iterator[t
     for tag, c in kids(container):
         if tag != item:
             continue
-        name = child_text(c, "Наименование")
+        parts = fields(c)
+        name = text(parts.get("Наименование"))
         if name is not None:
-            yield name, child_text(c, "Значение") or ""
+            yield name, text(parts.get("Значение")) or ""
 
 
 def requisites(container: etree._Element | None) -> dict[str, str]:
@@ -93,10 +115,15 @@ def requisites(container: etree._Element | None) -> dict[str, str]:
     for tag, c in kids(container):
         if tag != "ЗначениеРеквизита":
             continue
-        name = child_text(c, "Наименование")
+        name = None
+        values: list[str] = []
+        for t, v in kids(c):
+            if t == "Значение":
+                values.append(text(v) or "")
+            elif t == "Наименование" and name is None:
+                name = text(v)
         if name is None:
             continue
-        values = [text(v) or "" for t, v in kids(c) if t == "Значение"]
         result[name] = "; ".join(v for v in values if v) if len(values) > 1 else (values[0] if values else "")
     return result
 
@@ -189,10 +216,11 @@ def _property_values(container: etree._Element | None, dictionaries: dict[str, d
     for tag, c in kids(container):
         if tag != "ЗначенияСвойства":
             continue
-        pid = child_text(c, "Ид")
+        children = list(kids(c))
+        pid = next((text(v) for t, v in children if t == "Ид"), None)
         if pid is None:
             continue
-        for vtag, v in kids(c):
+        for vtag, v in children:
             if vtag not in ("Значение", "ИдЗначения"):
                 continue
             raw = text(v) or ""
@@ -219,15 +247,12 @@ def _name_rate(container: etree._Element | None, item: str, value: str) -> Itera
 
 
 def product(element: etree._Element, dictionaries: dict[str, dict[str, str]], catalog_id: str | None) -> Product | None:
-    full_id = child_text(element, "Ид")
-    if full_id is None:
-        return None
-    product_id, characteristic_id = split_id(full_id)
-    fields: dict[str, etree._Element] = {}
+    found: dict[str, etree._Element] = {}
     group_ids: list[str] = []
     images: list[str] = []
     barcode = None
-    for tag, c in kids(element):
+    for c in element:
+        tag = local(c.tag)
         if tag == "Группы":
             group_ids.extend(t for t in (text(g) for gt, g in kids(c) if gt == "Ид") if t)
         elif tag == "Картинка":
@@ -235,21 +260,25 @@ def product(element: etree._Element, dictionaries: dict[str, dict[str, str]], ca
                 images.append(path)
         elif tag == "Штрихкод":
             barcode = barcode or text(c)
-        else:
-            fields.setdefault(tag, c)
-    unit_code, unit_name = _base_unit(fields.get("БазоваяЕдиница"))
+        elif tag not in found:
+            found[tag] = c
+    full_id = text(found.get("Ид"))
+    if full_id is None:
+        return None
+    product_id, characteristic_id = split_id(full_id)
+    unit_code, unit_name = _base_unit(found.get("БазоваяЕдиница"))
     status = element.get("Статус")
-    deleted = flag(text(fields.get("ПометкаУдаления"))) or (status is not None and status.strip().lower() == "удален")
-    manufacturer = fields.get("Изготовитель")
+    deleted = flag(text(found.get("ПометкаУдаления"))) or (status is not None and status.strip().lower() == "удален")
+    manufacturer = found.get("Изготовитель")
     return Product(
         id=full_id, product_id=product_id, characteristic_id=characteristic_id,
-        name=text(fields.get("Наименование")) or "", sku=text(fields.get("Артикул")), barcode=barcode,
-        code=text(fields.get("Код")), full_name=text(fields.get("ПолноеНаименование")),
-        description=text(fields.get("Описание")), unit_code=unit_code, unit_name=unit_name,
+        name=text(found.get("Наименование")) or "", sku=text(found.get("Артикул")), barcode=barcode,
+        code=text(found.get("Код")), full_name=text(found.get("ПолноеНаименование")),
+        description=text(found.get("Описание")), unit_code=unit_code, unit_name=unit_name,
         group_ids=group_ids, images=images,
-        properties=_property_values(fields.get("ЗначенияСвойств"), dictionaries),
-        characteristics=list(_name_value_pairs(fields.get("ХарактеристикиТовара"), "ХарактеристикаТовара")),
-        taxes=_taxes(fields.get("СтавкиНалогов")), requisites=requisites(fields.get("ЗначенияРеквизитов")),
+        properties=_property_values(found.get("ЗначенияСвойств"), dictionaries),
+        characteristics=list(_name_value_pairs(found.get("ХарактеристикиТовара"), "ХарактеристикаТовара")),
+        taxes=_taxes(found.get("СтавкиНалогов")), requisites=requisites(found.get("ЗначенияРеквизитов")),
         manufacturer=child_text(manufacturer, "Наименование") if manufacturer is not None else None,
         deleted=deleted, catalog_id=catalog_id, line=element.sourceline or 0)
 
@@ -259,8 +288,9 @@ def _prices(container: etree._Element, warn: Warn) -> list[Price]:
     for tag, c in kids(container):
         if tag != "Цена":
             continue
-        type_id = child_text(c, "ИдТипаЦены")
-        value_element = child(c, "ЦенаЗаЕдиницу")
+        parts = fields(c)
+        type_id = text(parts.get("ИдТипаЦены"))
+        value_element = parts.get("ЦенаЗаЕдиницу")
         value = number(value_element, warn)
         if type_id is None or value is None:
             if type_id is None:
@@ -268,9 +298,9 @@ def _prices(container: etree._Element, warn: Warn) -> list[Price]:
             elif value_element is None:
                 warn(c, "a price without ЦенаЗаЕдиницу is ignored")
             continue
-        result.append(Price(price_type_id=type_id, value=value, currency=child_text(c, "Валюта"),
-                            unit=child_text(c, "Единица"), coefficient=number(child(c, "Коэффициент"), warn),
-                            presentation=child_text(c, "Представление")))
+        result.append(Price(price_type_id=type_id, value=value, currency=text(parts.get("Валюта")),
+                            unit=text(parts.get("Единица")), coefficient=number(parts.get("Коэффициент"), warn),
+                            presentation=text(parts.get("Представление"))))
     return result
 
 
@@ -282,8 +312,9 @@ def _stock_rests(container: etree._Element, stock: dict[str, Decimal], warn: War
             continue
         for rtag, r in kids(rest):
             if rtag == "Склад":
-                wid = child_text(r, "Ид")
-                qty = number(child(r, "Количество"), warn)
+                parts = fields(r)
+                wid = text(parts.get("Ид"))
+                qty = number(parts.get("Количество"), warn)
                 if wid is not None and qty is not None:
                     stock[wid] = stock.get(wid, Decimal(0)) + qty
             elif rtag == "Количество":
@@ -295,7 +326,8 @@ def _stock_rests(container: etree._Element, stock: dict[str, Decimal], warn: War
 
 def offer(element: etree._Element, warn: Warn, dictionaries: dict[str, dict[str, str]],
           package_id: str | None, catalog_id: str | None) -> Offer | None:
-    full_id = child_text(element, "Ид")
+    children = list(kids(element))
+    full_id = next((text(c) for tag, c in children if tag == "Ид"), None)
     if full_id is None:
         return None
     product_id, characteristic_id = split_id(full_id)
@@ -303,7 +335,7 @@ def offer(element: etree._Element, warn: Warn, dictionaries: dict[str, dict[str,
                    package_id=package_id, catalog_id=catalog_id, line=element.sourceline or 0)
     stock: dict[str, Decimal] | None = None
     rests_total: Decimal | None = None
-    for tag, c in kids(element):
+    for tag, c in children:
         if tag == "Наименование":
             result.name = text(c)
         elif tag == "Артикул":

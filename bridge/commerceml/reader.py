@@ -64,12 +64,19 @@ class FileReader:
 
     def __init__(self, path: str | Path, display_name: str | None = None, *, level: str = "tolerant",
                  user_schema: str | Path | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 build: bool = True,
+                 skip: Callable[[str, str, etree._Element], bool] | None = None) -> None:
+        """build=False: check, identify and count goods and offers without building their records
+        (what ``inspect`` needs). skip(kind, Ид, element): called for each product and offer before it
+        is built; True means the caller already has it (unchanged) and it is not built."""
         self.path = Path(path)
         self.name = display_name or str(path)
         self.level = level
         self.user_schema = Path(user_schema) if user_schema else None
         self.progress = progress
+        self.build = build
+        self.skip = skip
         self.header = Header(file=self.name)
         self.counts = empty_counts()
         self.skipped = 0
@@ -268,6 +275,17 @@ class FileReader:
         index = self.counts[count_key]
         self._current = (element, index)
         self._validator.check(element, index)
+        if (not self.build or self.skip is not None) and what in ("product", "offer"):
+            record_id = self._identify(element, what == "offer")
+            if record_id is None or not self.build or (self.skip is not None and self.skip(what, record_id, element)):
+                if record_id is None:
+                    self.skipped += 1
+                    self.report(SKIPPED, element.sourceline or 0, record_path(element, index),
+                                f"this {what} has no Ид, so it cannot be identified; it is skipped and the rest "
+                                "of the file is read")
+                self._current = None
+                _drop(element)
+                return
         record = make(element)
         if record is None:
             self.skipped += 1
@@ -279,6 +297,24 @@ class FileReader:
             yield record
         self._current = None
         _drop(element)
+
+    def _identify(self, element: etree._Element, is_offer: bool) -> str | None:
+        """The record's Ид without building it; for offers also what they carry (the file's kind)."""
+        record_id = None
+        for c in element:
+            tag = local(c.tag)
+            if tag == "Ид":
+                record_id = build.text(c)
+                if not is_offer:
+                    break
+            elif is_offer:
+                if tag == "Цены":
+                    self._offer_shape["prices"] = True
+                elif tag in ("Остатки", "Склад", "Количество"):
+                    self._offer_shape["stock"] = True
+                elif tag in ("Наименование", "ХарактеристикиТовара", "Артикул"):
+                    self._offer_shape["other"] = True
+        return record_id
 
     def _container(self, element: etree._Element, name: str) -> Iterator[Record]:
         assert self._validator is not None

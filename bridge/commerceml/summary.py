@@ -43,13 +43,19 @@ def _problem_json(problem: Problem) -> dict[str, object]:
             "message": problem.message, "text": problem.format()}
 
 
-def summarize(item: InputFile, *, level: str = "tolerant", user_schema: Path | None = None) -> FileSummary:
-    """Stream one file to its end and keep only what inspect/validate print."""
+def summarize(item: InputFile, *, level: str = "tolerant", user_schema: Path | None = None,
+              build: bool = True) -> FileSummary:
+    """Stream one file to its end and keep only what inspect/validate print.
+
+    build=False (inspect) checks every record against the schema, identifies and counts it, but
+    does not build the typed goods and offers; validate builds them, which adds the checks that
+    need the values (numbers, price type and warehouse references).
+    """
     if item.error is not None:
         summary = FileSummary(header=Header(file=item.name))
         summary.problems.append(Problem(ERROR, item.name, item.error.line, item.error.path, item.error.message))
         return summary
-    reader = FileReader(item.path, item.name, level=level, user_schema=user_schema)
+    reader = FileReader(item.path, item.name, level=level, user_schema=user_schema, build=build)
     for _ in reader.records():
         pass
     return FileSummary(header=reader.header, counts=reader.counts, skipped=reader.skipped, problems=reader.problems)
