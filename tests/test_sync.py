@@ -226,3 +226,41 @@ def test_config_problems_are_all_reported_at_once(tmp_path: Path) -> None:
     for needle in ("crm.kind", "crm.token", "mapping.max_deactivate_share", "product.colour", "stat: unknown section",
                    "match_"):
         assert needle in output, needle
+
+
+def test_renamed_price_type_resends_unchanged_offers(cfg: Path, tmp_path: Path) -> None:
+    # Offers are skipped by the digest of their XML; a renamed price type must still reach the CRM.
+    x.write(tmp_path / "1", "import.xml", x.catalog([x.product("p1", "Дрель")], full=False))
+    x.write(tmp_path / "1", "offers.xml", x.offers([x.offer("p1", retail="10")]))
+    ingest(cfg, tmp_path / "1")
+    renamed = x.offers([x.offer("p1", retail="10")]).replace(">Розничная<", ">Розница 2027<")
+    x.write(tmp_path / "2", "offers.xml", renamed)
+    ingest(cfg, tmp_path / "2")
+    assert products(cfg)["p1"]["prices"] == {"Розничная": 10, "Розница 2027": 10}
+
+
+def test_product_back_in_a_full_export_is_active_again(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, max_deactivate_share=0.5)
+    goods = [x.product(f"p{i}", f"Товар {i}") for i in range(4)]
+    x.write(tmp_path / "1", "import.xml", x.catalog(goods))
+    ingest(cfg, tmp_path / "1")
+    x.write(tmp_path / "2", "import.xml", x.catalog(goods[:3]))
+    ingest(cfg, tmp_path / "2")
+    assert products(cfg)["p3"]["active"] is False
+    # p3's XML is exactly as before; the export itself is a new one (1C stamps ДатаФормирования)
+    x.write(tmp_path / "3", "import.xml", x.catalog(goods).replace("2026-11-20T10:00:00", "2026-11-22T10:00:00"))
+    ingest(cfg, tmp_path / "3")
+    assert all(p["active"] for p in products(cfg).values())
+
+
+def test_unchanged_reexport_under_new_names_makes_no_calls(cfg: Path, tmp_path: Path) -> None:
+    for n in (1, 2):  # the same content, exported again at another time into another folder
+        folder = tmp_path / str(n)
+        catalog = x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(5)])
+        x.write(folder, f"import{n}.xml", catalog.replace("2026-11-20T10:00:00", f"2026-11-2{n}T10:00:00"))
+        x.write(folder, f"offers{n}.xml", x.offers([x.offer(f"p{i}", retail=str(10 + i), stock={x.MAIN: i})
+                                                    for i in range(5)]))
+        ingest(cfg, folder)
+        if n == 1:
+            calls = dump(cfg)["calls"]
+    assert dump(cfg)["calls"] == calls

@@ -83,9 +83,20 @@ def discard_file(conn: sqlite3.Connection, file_id: int) -> None:
         conn.execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
 
 
+RAW_ENTITIES = ("raw:product", "raw:offer")  # digests of the XML of goods and offers
+
+
 def forget_fingerprint(conn: sqlite3.Connection, entity: str, external_id: str) -> None:
-    """After a permanent failure or a deactivation: the next export must send the record again."""
-    conn.execute("UPDATE records SET fingerprint = NULL WHERE entity = ? AND external_id = ?", (entity, external_id))
+    """After a permanent failure or a deactivation: the next export must send the record again,
+    even if its XML is the same as before."""
+    conn.execute("UPDATE records SET fingerprint = NULL WHERE external_id = ? AND entity IN (?, ?, ?)",
+                 (external_id, entity, *RAW_ENTITIES))
+
+
+def fingerprint(conn: sqlite3.Connection, entity: str, external_id: str) -> str | None:
+    row = conn.execute("SELECT fingerprint FROM records WHERE entity = ? AND external_id = ?",
+                       (entity, external_id)).fetchone()
+    return row[0] if row else None
 
 
 def set_crm_ids(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:

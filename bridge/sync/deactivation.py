@@ -72,6 +72,8 @@ def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_sh
         conn.executemany("UPDATE records SET active = 0, fingerprint = NULL WHERE entity IN ('product', 'variant')"
                          " AND external_id = ?",
                          [(ext,) for ext in targets])
+        conn.executemany("UPDATE records SET fingerprint = NULL WHERE entity IN ('raw:product', 'raw:offer')"
+                         " AND external_id = ?", [(ext,) for ext in targets])
         journal.write_many(conn, [journal.Entry("deactivate", "ok", "absent from the full export of the catalog; "
                                                 "deactivated (kept in the CRM)", files[-1], "product", ext)
                                   for ext in targets])

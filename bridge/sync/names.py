@@ -7,11 +7,13 @@ classifier file. The current file's own entries win, then the state database.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from typing import Any
 
 from bridge.commerceml.records import Group, PriceType, Property, Record, Unit, Warehouse
 from bridge.store import state
+from bridge.store.outbox import dumps
 
 DictionaryEntry = tuple[str, str, str, dict[str, Any] | None]
 
@@ -22,6 +24,7 @@ class Names:
         self.pending: dict[tuple[str, str], DictionaryEntry] = {}  # this file's entries, written at commit
         self._cache: dict[tuple[str, str], str | None] = {}
         self._values: dict[str, dict[str, str]] = {}
+        self.changed = True  # learned something since version() was last asked
 
     def learn(self, record: Record) -> bool:
         """Keep a classifier record; False when the record is not a classifier entry."""
@@ -41,7 +44,23 @@ class Names:
             return False
         self.pending[(entry[0], entry[1])] = entry
         self._cache[(entry[0], entry[1])] = entry[2]
+        self.changed = True
         return True
+
+    def version(self) -> bytes:
+        """A digest of every name a record's CRM payload can depend on (state and this file).
+
+        Goods and offers are skipped by the digest of their XML only while this
+        stays the same: a renamed price type changes what an unchanged offer means.
+        """
+        rows = {(e, i): (n, d) for e, i, n, d in self.conn.execute("SELECT entity, external_id, name, data FROM dictionary")}
+        for key, (_, _, name, data) in self.pending.items():
+            rows[key] = (name, dumps(data) if data is not None else None)
+        digest = hashlib.blake2b(digest_size=16)
+        for key in sorted(rows):
+            digest.update(repr((key, rows[key])).encode("utf-8"))
+        self.changed = False
+        return digest.digest()
 
     def name(self, entity: str, external_id: str) -> str | None:
         key = (entity, external_id)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
+
 from bridge.commerceml.files import InputFile
 from bridge.commerceml.header import Header
 from bridge.commerceml.problems import ERROR, Problem
@@ -123,9 +125,12 @@ class Pipeline:
             if self.progress is not None:
                 self.progress(name, position, size, records)
 
-        reader = FileReader(path, name, progress=progress)
         names = Names(self.conn)
         plan = _plan()
+        raw = _RawSkip(self.conn, file_id, names, self.rules, plan)
+        reader = FileReader(path, name, progress=progress, skip=raw)
+        raw.header = reader.header
+        self._raw = raw
         chunk: list[Record] = []
         for record in reader.records():
             if names.learn(record):
@@ -138,6 +143,7 @@ class Pipeline:
             return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts)
         if chunk:
             self._stage(file_id, chunk, reader.header, names, plan)
+        raw.flush_seen()
         return self._commit(file_id, name, reader, names, plan)
 
     def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
@@ -170,11 +176,20 @@ class Pipeline:
                     known.add(intent.external_id)
             ready.extend(m.intents)
         to_stage = self._changed(ready, file_id, plan)
+        waiting_ids = {w[0] for w in waiting}
+        failed_ids = {e.external_id for e in failures}
+        raw_digests: list[tuple[Intent, str]] = []
+        for record, _ in mapped:
+            kind = "product" if isinstance(record, Product) else "offer" if isinstance(record, Offer) else None
+            if kind and record.id not in waiting_ids and record.id not in failed_ids:
+                digest = self._raw.digests.pop((kind, record.id), None)
+                if digest is not None:
+                    raw_digests.append((Intent(f"raw:{kind}", "", record.id, {}), digest))
         seen = []
         if header.is_full_catalog:
             seen = [r.id for r in records if isinstance(r, Product) and not r.characteristic_id]
         with transaction(self.conn):
-            state.stage(self.conn, file_id, to_stage)
+            state.stage(self.conn, file_id, to_stage + raw_digests)
             outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "staged")
             state.wait(self.conn, file_id, waiting)
             state.mark_seen(self.conn, file_id, seen)
@@ -286,6 +301,48 @@ class Pipeline:
             state.rewait(self.conn, still)
             journal.write_many(self.conn, entries)
         return len(released)
+
+
+class _RawSkip:
+    """Skips goods and offers whose XML is what was last sent, before they are even built.
+
+    The digest covers the record's bytes, the mapping rules and every
+    classifier name (Names.version), so an unchanged re-export costs a parse,
+    a schema check, a hash and one lookup per record.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, file_id: int, names: Names, rules: Any,
+                 plan: defaultdict[str, dict[str, int]]) -> None:
+        self.conn = conn
+        self.file_id = file_id
+        self.names = names
+        self.rules = dumps(rules.__class__.__name__) + dumps({k: getattr(rules, k) for k in rules.__slots__})
+        self.plan = plan
+        self.header: Header | None = None
+        self.digests: dict[tuple[str, str], str] = {}
+        self._salt = b""
+        self._seen: list[str] = []
+
+    def __call__(self, kind: str, record_id: str, element: Any) -> bool:
+        if self.names.changed:
+            self._salt = hashlib.blake2b(self.rules.encode() + self.names.version(), digest_size=16).digest()
+        # Canonical XML: deterministic, and (with lxml) twice as fast as the default serializer.
+        digest = hashlib.blake2b(etree.tostring(element, method="c14n"), key=self._salt, digest_size=16).hexdigest()
+        if state.fingerprint(self.conn, f"raw:{kind}", record_id) != digest:
+            self.digests[(kind, record_id)] = digest
+            return False
+        self.plan[kind]["unchanged"] += 1
+        if kind == "product" and "#" not in record_id and self.header is not None and self.header.is_full_catalog:
+            self._seen.append(record_id)
+            if len(self._seen) >= CHUNK:
+                self.flush_seen()
+        return True
+
+    def flush_seen(self) -> None:
+        if self._seen:
+            with transaction(self.conn):
+                state.mark_seen(self.conn, self.file_id, self._seen)
+            self._seen = []
 
 
 def _product_needs(mapped: Iterable[mapping.Mapped]) -> list[str]:
