@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.crm.base import Operation
@@ -32,6 +32,12 @@ class Intent:
     create_only: list[str] | None = None
     catalog_id: str | None = None
     active: bool = True
+    payload_json: str | None = field(default=None, repr=False, compare=False)  # serialised once, reused
+
+    def serialized(self) -> str:
+        if self.payload_json is None:
+            self.payload_json = dumps(self.payload)
+        return self.payload_json
 
     def to_json(self) -> dict[str, Any]:
         return {"entity": self.entity, "kind": self.kind, "external_id": self.external_id, "payload": self.payload,
@@ -49,7 +55,7 @@ def dumps(value: Any) -> str:
 
 def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent], status: str) -> int:
     stamp = now()
-    rows = [(file_id, i.kind, i.entity, i.external_id, dumps(i.payload), dumps(i.match) if i.match else None,
+    rows = [(file_id, i.kind, i.entity, i.external_id, i.serialized(), dumps(i.match) if i.match else None,
              dumps(i.create_only) if i.create_only else None, status, stamp) for i in intents]
     conn.executemany("INSERT INTO outbox (file_id, kind, entity, external_id, payload, match, create_only, status,"
                      " created_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)

@@ -44,8 +44,9 @@ Progress = Callable[[str, int, int, int], None]  # name, bytes read, size, recor
 
 
 def fingerprint(intent: Intent) -> str:
-    blob = dumps([intent.kind, intent.payload, intent.match, intent.create_only]).encode("utf-8")
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+    digest = hashlib.blake2b(intent.serialized().encode("utf-8"), digest_size=16)
+    digest.update(dumps([intent.kind, intent.match, intent.create_only]).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _plan() -> defaultdict[str, dict[str, int]]:

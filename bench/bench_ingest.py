@@ -1,0 +1,102 @@
+"""Benchmark ``bridge ingest`` into the sandbox CRM against ``bridge inspect`` of the same files.
+
+For N products (default 100000; ``--quick`` uses 2000) the generated УТ 11 style package
+(bench/generate_catalog.py, cached under bench/out/<N>/) is, in one run and each in its own
+process:
+
+1. inspected: ``bridge inspect --json`` (the reference time);
+2. ingested into a fresh state and sandbox CRM (the first ingest: every record is created);
+3. ingested again as a new, unchanged export: the same files re-stamped with a later
+   ДатаФормирования, as 1C writes them, so the bridge must really read them (a byte-identical
+   file would be recognised by its claim and skipped without reading).
+
+Targets: first ingest <= 4x the inspect time; unchanged re-ingest <= 1.5x and zero write calls
+to the CRM. Prints the times, ratios, peak RSS of each step and the CRM's write calls.
+Exit status 0 when every target is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inspect import OUT_ROOT, measure  # noqa: E402
+from generate_catalog import STAMP_DATE, generate  # noqa: E402
+
+MAX_FIRST = 4.0
+MAX_REINGEST = 1.5
+_HEAD = 4096
+
+
+def restamp(source: Path, target: Path, stamp: str) -> None:
+    """Copy a file, changing only the ДатаФормирования in its head (an unchanged re-export)."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        head = src.read(_HEAD)
+        dst.write(head.replace(STAMP_DATE.encode(), stamp.encode(), 1))
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def write_config(folder: Path) -> Path:
+    config = folder / "bridge.toml"
+    config.write_text('[state]\npath = "var/bridge.db"\n[archive]\npath = "var/archive"\nquarantine = "var/quarantine"\n'
+                      '[crm]\nkind = "sandbox"\npath = "var/crm.db"\n', encoding="utf-8")
+    return config
+
+
+def calls(config: Path) -> int:
+    run = measure([sys.executable, "-m", "bridge", "sandbox", "-c", str(config), "dump", "--json"])
+    return int(json.loads(run.stdout)["calls"]) if run.ok else -1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("n", nargs="?", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="N=2000, a smoke run")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    n = 2000 if args.quick else args.n
+    package = OUT_ROOT / str(n)
+    generate(package, n, args.seed)
+    size_mb = sum(p.stat().st_size for p in package.glob("*.xml")) / 1e6
+    work = Path(tempfile.mkdtemp(prefix="bridge-bench-ingest-"))
+    try:
+        again = work / "again"
+        again.mkdir()
+        for path in sorted(package.glob("*.xml")):
+            restamp(path, again / path.name, "2026-11-21T03:00:00")
+        config = write_config(work)
+        bridge = [sys.executable, "-m", "bridge"]
+        inspect = measure([*bridge, "inspect", "--json", str(package)])
+        first = measure([*bridge, "ingest", "-c", str(config), str(package)])
+        calls_first = calls(config)
+        second = measure([*bridge, "ingest", "-c", str(config), str(again)])
+        calls_second = calls(config) - calls_first
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = [name for name, run in (("inspect", inspect), ("first ingest", first), ("re-ingest", second)) if not run.ok]
+    for name in failed:
+        run = {"inspect": inspect, "first ingest": first, "re-ingest": second}[name]
+        print(f"{name} failed: {run.error}")
+    if failed:
+        return 1
+    first_ratio, second_ratio = first.seconds / inspect.seconds, second.seconds / inspect.seconds
+    print(f"N={n} products, {size_mb:.0f} MB of XML")
+    print(f"{'step':<14} {'seconds':>9} {'x inspect':>10} {'peak RSS MB':>12} {'CRM write calls':>16}")
+    print(f"{'inspect':<14} {inspect.seconds:>9.1f} {1.0:>10.2f} {inspect.rss_mb:>12.0f} {'-':>16}")
+    print(f"{'first ingest':<14} {first.seconds:>9.1f} {first_ratio:>10.2f} {first.rss_mb:>12.0f} {calls_first:>16}")
+    print(f"{'re-ingest':<14} {second.seconds:>9.1f} {second_ratio:>10.2f} {second.rss_mb:>12.0f} {calls_second:>16}")
+    checks = [(f"first ingest <= {MAX_FIRST}x inspect", first_ratio <= MAX_FIRST),
+              (f"unchanged re-ingest <= {MAX_REINGEST}x inspect", second_ratio <= MAX_REINGEST),
+              ("unchanged re-ingest makes zero write calls", calls_second == 0)]
+    for label, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
