@@ -51,6 +51,34 @@ class Result:
     answer: dict[str, Any] = field(default_factory=dict)  # what the CRM said, for the journal
 
 
+@dataclass(slots=True)
+class DealLine:
+    product_external_id: str | None  # the 1C Ид (``product#characteristic`` for a variant), None if not from 1C
+    name: str
+    quantity: str  # decimals as strings, like every number the bridge carries
+    price: str
+    discount: str | None = None  # the line's discount sum
+    vat_rate: str | None = None  # "20", "10", "0", or None for "без НДС"
+    unit: str | None = None
+
+
+@dataclass(slots=True)
+class DealSnapshot:
+    """A deal as the CRM shows it now (for the CRM -> 1C orders flow)."""
+
+    crm_id: str
+    title: str
+    stage: str
+    updated_at: str  # the CRM's own change time, ISO 8601
+    external_id: str | None = None  # the 1C order Ид it is linked to, once it has one
+    company_external_id: str | None = None
+    contact_external_id: str | None = None
+    currency: str | None = None
+    amount: str | None = None
+    lines: list[DealLine] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific fields a template may use
+
+
 class CrmAdapter(ABC):
     """A CRM as the bridge sees it.
 
@@ -82,6 +110,16 @@ class CrmAdapter(ABC):
     @abstractmethod
     def apply(self, ops: Sequence[Operation]) -> list[Result]:
         """Carry out ``ops`` (len <= batch_size); one Result per op, in order."""
+
+    def changed_deals(self, cursor: str | None, limit: int = 500) -> tuple[list[DealSnapshot], str | None]:
+        """Deals changed since ``cursor`` (None: from the beginning), oldest change first, at most
+        ``limit``; and the cursor to pass next time (unchanged when nothing changed).
+
+        A deal changed twice may be reported once with its latest state; a deal may be reported
+        again after the cursor moved past it only if it changed again. Pages through the CRM's
+        lists as needed; raises TransientError like ``apply``.
+        """
+        raise NotImplementedError(f"{self.name} does not report changed deals yet")
 
     def close(self) -> None:
         """Release connections; the adapter is not used afterwards."""
