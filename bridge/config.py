@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge import config_sources
 from bridge.errors import UserError
+from bridge.transport.base import SourceSettings
 
 PRODUCT_MATCHES = ("id", "sku", "barcode")
 COUNTERPARTY_MATCHES = ("id", "inn_kpp", "inn")
@@ -22,7 +24,7 @@ OWNABLE_FIELDS = {
     "contact": ("name", "email", "phone", "addresses"),
 }
 # Sections other issues define; accepted here so one file serves every version of the bridge.
-_LATER_SECTIONS = {"source", "orders", "outgoing", "statuses", "daemon", "log"}
+_LATER_SECTIONS = {"source", "daemon", "orders", "outgoing", "statuses"}
 _SECRET_WORDS = ("password", "secret", "token", "webhook", "api_key", "apikey")
 
 
@@ -56,6 +58,8 @@ class Config:
     crm: dict[str, Any]
     mapping: Mapping
     raw: dict[str, Any]
+    sources: list[SourceSettings] = field(default_factory=list)
+    daemon: dict[str, Any] = field(default_factory=dict)
 
 
 class _Checker:
@@ -156,11 +160,14 @@ def load(path: Path) -> Config:
     state_path = check.path(state, "state", "path", "var/bridge.db")
     archive_path = check.path(archive, "archive", "path", "var/archive")
     quarantine = check.path(archive, "archive", "quarantine", "var/quarantine")
+    source_list = config_sources.sources(data, check.base, check.problems)
+    daemon = config_sources.daemon(data, check.base, state_path, check.problems)
     if check.problems:
         raise ConfigError(path, check.problems)
     assert state_path and archive_path and quarantine
     return Config(path=path, state_path=state_path, archive_path=archive_path, quarantine_path=quarantine,
-                  crm_kind=kind, crm_path=crm_path, crm=crm, mapping=mapping, raw=data)
+                  crm_kind=kind, crm_path=crm_path, crm=crm, mapping=mapping, raw=data, sources=source_list,
+                  daemon=daemon)
 
 
 def _refuse_secrets(data: dict[str, Any], prefix: str, problems: list[str]) -> None:

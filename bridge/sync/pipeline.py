@@ -88,8 +88,10 @@ class Pipeline:
     def ingest_file(self, item: InputFile, *, source: str = "cli", replay_of: int | None = None) -> FileOutcome:
         taken = archive.take(item.path, self.archive_dir)
         basename = item.name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+        # The claim key is the content and where it came from, not the name: a file renamed
+        # (or sent again under another name) is still the same file and is not taken twice.
         origin = f"replay:{replay_of}:{time.time_ns()}" if replay_of is not None else source
-        claim_key = hashlib.sha256(f"{origin}\n{basename}\n{taken.sha256}".encode()).hexdigest()
+        claim_key = hashlib.sha256(f"{origin}\n{taken.sha256}".encode()).hexdigest()
         row = ledger.by_claim(self.conn, claim_key)
         if row is not None and row.status not in ("claimed", "archived"):
             archive.discard(taken)

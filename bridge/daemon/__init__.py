@@ -1,0 +1,1 @@
+"""The long-running service: sources, the main loop, systemd integration, clean shutdown."""

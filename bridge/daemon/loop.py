@@ -1,0 +1,237 @@
+"""The daemon's main loop: scan every source, take complete files in load order, deliver.
+
+One cycle: each due source is scanned; its complete files go through the
+pipeline one at a time in load order and are disposed of once committed (or
+quarantined); then deactivations, the outbox and the ledger are settled.
+Between cycles the loop sleeps until a source has news (inotify), a pending
+file may have become complete, a rescan is due, or systemd's watchdog needs a
+ping — so an idle daemon costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.commerceml.files import expand_inputs, load_order_key
+from bridge.config import Config
+from bridge.crm.base import CrmAdapter
+from bridge.daemon.notify import Notifier
+from bridge.daemon.signals import Shutdown
+from bridge.errors import BridgeError, TransientError, UserError
+from bridge.secrets import credential_path
+from bridge.store import journal, outbox, state
+from bridge.store.db import transaction
+from bridge.sync.deliver import deliver
+from bridge.sync.pipeline import Pipeline, finish_files
+from bridge.transport.base import RemoteFile, Source, SourceSettings
+
+log = logging.getLogger(__name__)
+MAX_SOURCE_BACKOFF = 300.0
+
+
+def make_source(settings: SourceSettings, config_dir: Path) -> Source:
+    if settings.kind == "folder":
+        from bridge.transport.folder import FolderSource
+        return FolderSource(settings)
+    if settings.kind == "sftp":
+        from bridge.transport.sftp import SftpSource
+        options = dict(settings.options)
+        options["key_file"] = str(credential_path(str(options["key_file"]), config_dir))
+        settings.options = options
+        return SftpSource(settings)
+    raise UserError(f"source {settings.name}: unknown kind {settings.kind}")
+
+
+@dataclass
+class _SourceState:
+    source: Source
+    next_scan: float = 0.0
+    failures: int = 0
+    pending_until: float | None = None
+
+
+@dataclass
+class CycleReport:
+    taken: int = 0
+    quarantined: int = 0
+    delivered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, config: Config, conn: sqlite3.Connection, adapter: CrmAdapter, *, once: bool = False,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.conn = conn
+        self.adapter = adapter
+        self.once = once
+        self.notifier = notifier or Notifier()
+        self.wakeup = threading.Event()
+        self.shutdown = Shutdown(self.wakeup)
+        self.spool: Path = config.daemon.get("spool", config.state_path.parent / "spool")
+        self.rescan = float(config.daemon.get("rescan", 30))
+        self.patience = float(config.daemon.get("deliver_patience", 5))
+        self.pipeline = Pipeline(conn, config, progress=self._progress)
+        self.sources: list[_SourceState] = []
+        self.last_file = "none yet"
+
+    # -- lifecycle ----------------------------------------------------------------
+    def run(self) -> int:
+        self.shutdown.install()
+        try:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            for settings in self.config.sources:
+                source = make_source(settings, self.config.path.resolve().parent)
+                if not self.once:
+                    source.watch(self.wakeup)
+                self.sources.append(_SourceState(source))
+            if not self.sources:
+                log.warning("daemon.no_sources config=%s; only the outbox is delivered", self.config.path)
+            self.notifier.ready(self._status())
+            log.info("daemon.ready sources=%s", [s.source.name for s in self.sources])
+            if self.once:
+                self._once()
+                return 0
+            while True:
+                self.cycle()
+                if self.shutdown.requested:
+                    break
+                self._sleep()
+                if self.shutdown.requested:
+                    break
+            return 0
+        finally:
+            self.notifier.stopping()
+            for item in self.sources:
+                item.source.close()
+            self.shutdown.restore()
+            log.info("daemon.stopped")
+
+    def _once(self) -> None:
+        """One cycle; files still settling (younger than min_age by our clock) are waited for,
+        briefly: a file that keeps growing is left for the next run."""
+        limit = time.monotonic() + max((s.min_age for s in self.config.sources), default=0) * 3 + 5
+        self.cycle()
+        while not self.shutdown.requested:
+            pending = [item.pending_until for item in self.sources if item.pending_until is not None]
+            if not pending or min(pending) > limit:
+                break
+            time.sleep(max(0.0, min(pending) - time.monotonic()) + 0.05)
+            for item in self.sources:
+                item.next_scan = 0.0
+            self.cycle()
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        deadlines = [item.next_scan for item in self.sources]
+        deadlines += [item.pending_until for item in self.sources if item.pending_until is not None]
+        due = _next_outbox_due(self.conn)
+        if due is not None:
+            deadlines.append(now + due)
+        timeout = max(0.05, min(deadlines, default=now + self.rescan) - now)
+        if self.notifier.watchdog_interval is not None:
+            timeout = min(timeout, self.notifier.watchdog_interval)
+        self.wakeup.wait(timeout)
+        if self.wakeup.is_set():
+            self.wakeup.clear()
+            if not self.shutdown.requested:
+                # inotify news: rescan folders now (events are hints; the scan decides).
+                for item in self.sources:
+                    if item.failures == 0:
+                        item.next_scan = min(item.next_scan, time.monotonic())
+        self.notifier.ping()
+
+    # -- one cycle ------------------------------------------------------------------
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        for item in self.sources:
+            if self.shutdown.requested:
+                break
+            now = time.monotonic()
+            if item.next_scan > now and (item.pending_until is None or item.pending_until > now):
+                continue
+            self._scan_source(item, report)
+        decisions = self.pipeline.finish()
+        for decision in decisions:
+            if not decision.applied:
+                report.errors.append(decision.message)
+                log.error("deactivate.refused %s", decision.message)
+        try:
+            stats = deliver(self.conn, self.adapter, patience=0 if self.shutdown.requested else self.patience)
+            report.delivered = stats.sent
+        except BridgeError as exc:  # bad credentials and the like: keep running, keep the outbox
+            report.errors.append(str(exc))
+            log.error("deliver.failed error=%r", str(exc))
+        finish_files(self.conn)
+        self.notifier.status(self._status())
+        self.notifier.ping()
+        return report
+
+    def _scan_source(self, item: _SourceState, report: CycleReport) -> None:
+        source = item.source
+        try:
+            files, pending = source.scan()
+        except (TransientError, UserError) as exc:
+            item.failures += 1
+            delay = min(source.settings.interval * (2 ** (item.failures - 1)), MAX_SOURCE_BACKOFF)
+            item.next_scan = time.monotonic() + delay
+            log.error("source.unavailable source=%s error=%r retry_in=%.0fs", source.name, str(exc), delay)
+            if item.failures == 1:
+                with transaction(self.conn):
+                    journal.write(self.conn, journal.Entry("source", "error", f"source {source.name}: {exc}"))
+            return
+        if item.failures:
+            log.info("source.back source=%s", source.name)
+        item.failures = 0
+        item.next_scan = time.monotonic() + min(source.settings.interval, self.rescan)
+        item.pending_until = time.monotonic() + pending if pending is not None else None
+        for remote in sorted(files, key=lambda f: load_order_key(Path(f.name))):
+            if self.shutdown.requested:
+                return
+            try:
+                self._take(source, remote, report)
+            except (TransientError, OSError) as exc:
+                # The source dropped mid-file: nothing was committed; it is taken again next time.
+                log.error("source.fetch_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
+                item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
+                return
+
+    def _take(self, source: Source, remote: RemoteFile, report: CycleReport) -> None:
+        label = f"{source.name}:{remote.name}"
+        self.last_file = label
+        self.notifier.status(self._status(f"reading {label}"))
+        with source.fetch(remote, self.spool) as local:
+            finished = True
+            with expand_inputs([local]) as items:
+                for item in items:
+                    name = f"{label}!{item.name.rsplit('!', 1)[1]}" if "!" in item.name else label
+                    item.name = name
+                    outcome = self.pipeline.ingest_file(item, source=source.name)
+                    report.taken += 1
+                    report.quarantined += outcome.status == "quarantined"
+                    finished = finished and outcome.status in ("committed", "skipped", "quarantined")
+                    log.info("file.%s source=%s name=%s id=%s", outcome.status, source.name, name, outcome.file_id)
+        if finished:
+            source.dispose(remote)
+
+    # -- reporting --------------------------------------------------------------------
+    def _progress(self, name: str, position: int, size: int, records: int) -> None:
+        self.notifier.ping()  # a long file must not look like a hung daemon
+
+    def _status(self, doing: str | None = None) -> str:
+        depth = outbox.depth(self.conn).get("pending", 0)
+        waiting = state.waiting_count(self.conn)
+        head = doing or f"idle; last file {self.last_file}"
+        return f"{head}; outbox {depth} pending; {waiting} offers waiting"
+
+
+def _next_outbox_due(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'").fetchone()
+    if row is None or row[0] is None:
+        return None
+    return max(0.0, row[0] - time.time())

@@ -1,0 +1,116 @@
+"""A local folder (or a mounted Samba/NFS share) that 1C writes into.
+
+inotify (through watchdog) wakes the daemon as soon as something moves; the
+periodic rescan stays the truth, since inotify misses changes made on the
+other side of a network share (set ``polling = true`` there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from bridge.errors import TransientError
+from bridge.transport.base import RemoteFile, Source, SourceSettings, Stability, ignored
+
+log = logging.getLogger(__name__)
+TAKEN = (".xml", ".zip")  # what the bridge reads; images and the rest stay where they are
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, wakeup: threading.Event) -> None:
+        self.wakeup = wakeup
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.wakeup.set()
+
+
+class FolderSource(Source):
+    def __init__(self, settings: SourceSettings) -> None:
+        super().__init__(settings)
+        self.folder = Path(settings.path)
+        self.stability = Stability(settings.min_age)
+        self._observer: Observer | None = None
+
+    def scan(self) -> tuple[list[RemoteFile], float | None]:
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            raise TransientError(f"source {self.name}: folder {self.folder} does not exist (yet)") from None
+        except OSError as exc:  # a share that went away
+            raise TransientError(f"source {self.name}: cannot list {self.folder}: {exc.strerror}") from None
+        names = {e.name for e in entries}
+        complete: list[RemoteFile] = []
+        pending: float | None = None
+        for entry in entries:
+            name = entry.name
+            if not name.lower().endswith(TAKEN) or ignored(name, self.settings.ignore, self.settings.done_marker):
+                continue
+            try:
+                info = entry.stat()
+            except FileNotFoundError:
+                continue  # gone between listing and stat: renamed away by its writer
+            if not entry.is_file():
+                continue
+            if self.settings.done_marker:
+                if name + self.settings.done_marker in names:
+                    complete.append(RemoteFile(name, info.st_size, info.st_mtime))
+                continue
+            wait = self.stability.observe(name, info.st_size, info.st_mtime_ns)
+            if wait <= 0:
+                complete.append(RemoteFile(name, info.st_size, info.st_mtime))
+            else:
+                pending = wait if pending is None else min(pending, wait)
+        self.stability.keep_only(names)
+        return complete, pending
+
+    @contextmanager
+    def fetch(self, remote: RemoteFile, spool: Path) -> Iterator[Path]:
+        # No copy needed: the pipeline archives the file (hashing and copying it in one read)
+        # and reads the archived copy from then on.
+        yield self.folder / remote.name
+
+    def dispose(self, remote: RemoteFile) -> None:
+        path = self.folder / remote.name
+        marker = path.with_name(path.name + self.settings.done_marker) if self.settings.done_marker else None
+        if self.settings.after == "move" and self.settings.move_to:
+            target_dir = Path(self.settings.move_to)
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = target_dir / remote.name
+            counter = 1
+            while target.exists():  # keep what is there: 1C reuses names like import.xml
+                target = target_dir / f"{path.stem}.{counter}{path.suffix}"
+                counter += 1
+            os.replace(path, target)
+        else:
+            path.unlink(missing_ok=True)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+        self.stability.forget(remote.name)
+
+    def watch(self, wakeup: threading.Event) -> None:
+        if self.settings.polling:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            observer = Observer()
+            observer.schedule(_Wake(wakeup), str(self.folder), recursive=False)
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+        except OSError as exc:  # inotify limits, a share without inotify: rescans still work
+            log.warning("source.watch_failed source=%s error=%r; relying on rescans", self.name, str(exc))
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.unschedule_all()  # before stop(): no event is queued into a stopping emitter
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
