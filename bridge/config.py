@@ -60,6 +60,8 @@ class Config:
     raw: dict[str, Any]
     sources: list[SourceSettings] = field(default_factory=list)
     daemon: dict[str, Any] = field(default_factory=dict)
+    orders: Any = None  # bridge.config_orders.OrdersConfig when [orders]/[outgoing] are set
+    statuses: dict[str, str] = field(default_factory=dict)  # 1C fact -> CRM stage
 
 
 class _Checker:
@@ -162,12 +164,15 @@ def load(path: Path) -> Config:
     quarantine = check.path(archive, "archive", "quarantine", "var/quarantine")
     source_list = config_sources.sources(data, check.base, check.problems)
     daemon = config_sources.daemon(data, check.base, state_path, check.problems)
+    from bridge import config_orders  # late: it imports the renderer, which imports the reader
+    orders = config_orders.orders(data, check.base, check.problems)
+    statuses = config_orders.statuses(data, check.problems)
     if check.problems:
         raise ConfigError(path, check.problems)
     assert state_path and archive_path and quarantine
     return Config(path=path, state_path=state_path, archive_path=archive_path, quarantine_path=quarantine,
                   crm_kind=kind, crm_path=crm_path, crm=crm, mapping=mapping, raw=data, sources=source_list,
-                  daemon=daemon)
+                  daemon=daemon, orders=orders, statuses=statuses)
 
 
 def _refuse_secrets(data: dict[str, Any], prefix: str, problems: list[str]) -> None:

@@ -275,8 +275,9 @@ class FileReader:
         index = self.counts[count_key]
         self._current = (element, index)
         self._validator.check(element, index)
-        if (not self.build or self.skip is not None) and what in ("product", "offer"):
-            record_id = self._identify(element, what == "offer")
+        if (not self.build and what == "document") or ((not self.build or self.skip is not None)
+                                                         and what in ("product", "offer")):
+            record_id = self._identify(element, what == "offer")  # a document's Ид is found the same way
             if record_id is None or not self.build or (self.skip is not None and self.skip(what, record_id, element)):
                 if record_id is None:
                     self.skipped += 1
@@ -298,7 +299,7 @@ class FileReader:
         self._current = None
         _drop(element)
 
-    def _identify(self, element: etree._Element, is_offer: bool) -> str | None:
+    def _identify(self, element: etree._Element, is_offer: bool = False) -> str | None:
         """The record's Ид without building it; for offers also what they carry (the file's kind)."""
         record_id = None
         for c in element:

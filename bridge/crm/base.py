@@ -19,7 +19,9 @@ DEACTIVATE_PRODUCT = "deactivate_product"  # external_id; the product stays, ina
 UPSERT_COMPANY = "upsert_company"  # external_id, name, inn, kpp, ...
 UPSERT_CONTACT = "upsert_contact"  # external_id, name, email, phone, ...
 UPSERT_DEAL = "upsert_deal"  # external_id (the 1C document Ид), number, amount, facts (paid, shipped...), lines
-KINDS = (UPSERT_PRODUCT, SET_PRICES, SET_STOCK, DEACTIVATE_PRODUCT, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL)
+LINK_DEAL = "link_deal"  # crm_id, external_id: the deal made in the CRM is now the 1C order with this Ид
+KINDS = (UPSERT_PRODUCT, SET_PRICES, SET_STOCK, DEACTIVATE_PRODUCT, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
+         LINK_DEAL)
 
 
 @dataclass(slots=True)

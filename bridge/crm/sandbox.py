@@ -11,10 +11,13 @@ a partial package (offers without names, say) never blanks a record.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -162,8 +165,17 @@ def _flag(key: str, value: Any) -> int:
     raise _Refused(f"{key} must be true or false, not {value!r}")
 
 
+# Text that is already canonical decimal TEXT: what the pipeline sends (bridge.sync.mapping.number),
+# so most values skip the round trip through Decimal, which would give them back unchanged.
+_CANONICAL_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?")
+
+
 def decimal_text(key: str, value: Any) -> str:
     """A JSON number or decimal string as canonical decimal TEXT ('12.5', '-3', '0')."""
+    if type(value) is str and len(value) <= 64 and value != "-0" and _CANONICAL_DECIMAL.fullmatch(value):
+        return value
+    if type(value) is int:  # exact already: Decimal(str(n)) formats back to str(n)
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
             isinstance(value, str) and len(value) > 64):
         raise _Refused(f"{key} must be a number, not {value!r}")
@@ -201,13 +213,28 @@ def _json_default(value: Any) -> Any:
 
 
 def _now() -> str:
-    # The same format as bridge.store.clock, without an adapter depending on the state package.
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _stamp(time.time_ns() // 1_000_000)
+
+
+@functools.lru_cache(maxsize=1)
+def _stamp(milliseconds: int) -> str:
+    """The time as bridge.store.clock writes it (without an adapter depending on the state package).
+
+    Cached for the current millisecond: formatting a datetime costs more than the
+    rest of logging a call, and the calls of a batch mostly share their millisecond.
+    """
+    seconds, rest = divmod(milliseconds, 1000)
+    at = datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=rest * 1000)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# json.dumps with these options would build the same encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=_json_default, allow_nan=False)
 
 
 def _dumps(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise _Refused(f"payload is not plain JSON: {exc}") from None
 
@@ -234,6 +261,12 @@ class _Entity:
     required: tuple[str, ...]  # to create; an update may leave them out
     matchable: tuple[str, ...]
     shapes: dict[str, type] = field(default_factory=dict)  # data keys that must be dict or list
+    derived: tuple[str, ...] = ()  # columns the adapter fills from other fields (a deal's company_id)
+
+    @property
+    def stored(self) -> tuple[str, ...]:
+        """The columns an upsert may write besides external_id and data, in the order rows are read."""
+        return (*self.columns, *self.derived)
 
 
 PRODUCT = _Entity("products", {"parent_external_id": _text, "name": _name, "sku": _ident, "barcode": _ident,
@@ -243,10 +276,65 @@ COMPANY = _Entity("companies", {"name": _name, "inn": _ident, "kpp": _ident, "fu
 CONTACT = _Entity("contacts", {"name": _name, "email": _ident, "phone": _ident}, ("name",), ("email", "phone"))
 DEAL = _Entity("deals", {"number": _name, "date": _text, "amount": _number_or_none, "currency": _text,
                          "company_external_id": _text, "stage": _text}, ("number",), ("number",),
-               {"facts": dict, "lines": list})
-# Child rows that belong to a record, for telling "updated" from "unchanged".
-_CHILDREN = {"products": (("prices", "product_id"), ("stock", "product_id")),
-             "companies": (("company_aliases", "company_id"),)}
+               {"facts": dict, "lines": list}, ("company_id",))
+_ENTITIES = {UPSERT_PRODUCT: PRODUCT, UPSERT_COMPANY: COMPANY, UPSERT_CONTACT: CONTACT, UPSERT_DEAL: DEAL}
+
+
+# ---------------------------------------------------------------- statements
+# Built once: the sqlite3 module caches prepared statements by their text, so
+# handing it the same string object skips both the formatting and the parse.
+
+def _row_sql(entity: _Entity, where: str) -> str:
+    """SELECT of what an upsert compares against: id, the stored columns, then data."""
+    return f"SELECT id, {', '.join(entity.stored)}, data FROM {entity.table} WHERE {where}"
+
+
+_ROW_BY_EXTERNAL_ID = {entity.table: _row_sql(entity, "external_id = ?") for entity in _ENTITIES.values()}
+_ROW_BY_ID = {entity.table: _row_sql(entity, "id = ?") for entity in _ENTITIES.values()}
+_COMPANY_BY_ALIAS = _row_sql(COMPANY, "id = (SELECT company_id FROM company_aliases WHERE external_id = ?)")
+_COMPANY_ID = ("SELECT coalesce((SELECT id FROM companies WHERE external_id = ?), "
+               "(SELECT company_id FROM company_aliases WHERE external_id = ?))")
+# A product with its current child rows in one query (LEFT JOIN: a product without any still comes back once).
+_PRODUCT_PRICES = ("SELECT p.id, c.price_type, c.value FROM products p "
+                   "LEFT JOIN prices c ON c.product_id = p.id WHERE p.external_id = ?")
+_PRODUCT_STOCK = ("SELECT p.id, p.quantity, c.warehouse, c.quantity FROM products p "
+                  "LEFT JOIN stock c ON c.product_id = p.id WHERE p.external_id = ?")
+_PRODUCT_ACTIVE = "SELECT id, active FROM products WHERE external_id = ?"
+_UPSERT_PRICE = ("INSERT INTO prices (product_id, price_type, value) VALUES (?, ?, ?) "
+                 "ON CONFLICT DO UPDATE SET value = excluded.value")
+_UPSERT_STOCK = ("INSERT INTO stock (product_id, warehouse, quantity) VALUES (?, ?, ?) "
+                 "ON CONFLICT DO UPDATE SET quantity = excluded.quantity")
+_SET_QUANTITY = "UPDATE products SET quantity = ? WHERE id = ?"
+_DEACTIVATE = "UPDATE products SET active = 0 WHERE id = ?"  # never deleted
+_ADD_ALIAS = "INSERT INTO company_aliases (external_id, company_id) VALUES (?, ?)"
+_LOG_CALLS = ("INSERT INTO calls (at, kind, external_id, payload, match, create_only, ok, outcome, crm_id, error)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+_BY_TABLE = {entity.table: entity for entity in _ENTITIES.values()}
+_NO_PRODUCT = "the CRM has no product with this external id"
+
+
+@functools.cache
+def _adopt_sql(table: str, keys: tuple[str, ...]) -> str:
+    """The rows made by hand (no external id yet) that have all these values, oldest first."""
+    where = " AND ".join(("external_id IS NULL", *(f"{key} = ?" for key in keys)))
+    return _row_sql(_BY_TABLE[table], where) + " ORDER BY id"
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+@functools.cache
+def _update_sql(table: str, columns: tuple[str, ...]) -> str:
+    """UPDATE of just these columns: only what differs is written (a few dozen shapes in practice)."""
+    return f"UPDATE {table} SET {', '.join(f'{column} = ?' for column in columns)} WHERE id = ?"
+
+
+# A call-log row, in the column order of _LOG_CALLS.
+CallRow = tuple[str, str, str, str, str | None, str | None, int, str, str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -297,6 +385,9 @@ class SandboxCrm(CrmAdapter):
             if self._prepare_schema(conn):
                 if not self.read_only:  # only once the file is known to be ours: it rewrites the header
                     conn.execute("PRAGMA journal_mode = WAL")
+                    # With WAL, NORMAL syncs at checkpoints rather than at every commit: a crash
+                    # may lose the last batches, never corrupt the file; fine for a sandbox.
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 return conn
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -359,7 +450,9 @@ class SandboxCrm(CrmAdapter):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    results = [self._apply_one(conn, op) for op in ops]
+                    results, calls = self._apply_batch(conn, ops)
+                    # One statement for the batch's audit log instead of one per operation.
+                    conn.executemany(_LOG_CALLS, calls)
                     conn.execute("COMMIT")
                 finally:
                     if conn.in_transaction:  # an exception escaped: nothing of the batch applies
@@ -370,33 +463,67 @@ class SandboxCrm(CrmAdapter):
                 raise PermanentError(f"sandbox CRM {self.path}: {exc}") from exc
         return results
 
-    def _apply_one(self, conn: sqlite3.Connection, op: Operation) -> Result:
-        # A SAVEPOINT per operation: a refused one leaves no half-write behind and the batch goes on.
+    def _apply_batch(self, conn: sqlite3.Connection, ops: Sequence[Operation]) -> tuple[list[Result], list[CallRow]]:
+        """The results and call-log rows of ``ops``, written inside the caller's transaction.
+
+        Every operation checks all it may refuse before its first write, and writes
+        only rows it has just read (or found missing) in this same transaction, so no
+        constraint can fail half-way through one: the batch runs without a savepoint
+        per operation, which would cost about as much as the rest of an unchanged
+        write. Should a constraint fail anyway (a trigger someone added to the CRM,
+        say), that operation may be half-written: the batch is undone and run again
+        with a savepoint per operation, which makes the failure that one operation's
+        refusal and lets the others apply.
+        """
+        conn.execute("SAVEPOINT batch")
+        try:
+            done = self._apply_ops(conn, ops, careful=False)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO batch")
+            done = self._apply_ops(conn, ops, careful=True)
+        conn.execute("RELEASE batch")
+        return done
+
+    def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[Operation], *,
+                   careful: bool) -> tuple[list[Result], list[CallRow]]:
+        calls: list[CallRow] = []
+        return [self._apply_one(conn, op, calls, careful=careful) for op in ops], calls
+
+    def _apply_one(self, conn: sqlite3.Connection, op: Operation, calls: list[CallRow], *, careful: bool) -> Result:
+        try:
+            done = self._perform_undoably(conn, op) if careful else self._perform(conn, op)
+        except _Refused as exc:  # a refusal leaves nothing behind: it comes before any write
+            result = Result(ok=False, retryable=False, error=f"{op.kind} {op.external_id!r}: {exc}")
+            self._log(calls, op, result, "failed")
+            return result
+        answer = {"id": done.row_id, "created": done.created, "changed": done.changed}
+        result = Result(ok=True, crm_id=str(done.row_id), created=done.created, answer=answer)
+        self._log(calls, op, result, "created" if done.created else "updated" if done.changed else "unchanged")
+        return result
+
+    def _perform_undoably(self, conn: sqlite3.Connection, op: Operation) -> _Done:
+        """``_perform`` inside a savepoint: a failed constraint undoes the operation's writes and refuses it."""
         conn.execute("SAVEPOINT op")
         try:
             done = self._perform(conn, op)
         except (_Refused, sqlite3.IntegrityError) as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            result = Result(ok=False, retryable=False, error=f"{op.kind} {op.external_id!r}: {exc}")
-            self._log(conn, op, result, "failed")
-            return result
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise _Refused(str(exc)) from exc
+            raise
         conn.execute("RELEASE op")
-        answer = {"id": done.row_id, "created": done.created, "changed": done.changed}
-        result = Result(ok=True, crm_id=str(done.row_id), created=done.created, answer=answer)
-        self._log(conn, op, result, "created" if done.created else "updated" if done.changed else "unchanged")
-        return result
+        return done
 
-    def _log(self, conn: sqlite3.Connection, op: Operation, result: Result, outcome: str) -> None:
-        conn.execute(
-            "INSERT INTO calls (at, kind, external_id, payload, match, create_only, ok, outcome, crm_id, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), str(op.kind), str(op.external_id),
-             _dumps_for_log(op.payload), None if op.match is None else _dumps_for_log(op.match),
-             _dumps_for_log(list(op.create_only)) if op.create_only else None, int(result.ok), outcome,
-             result.crm_id, result.error))
+    def _log(self, calls: list[CallRow], op: Operation, result: Result, outcome: str) -> None:
+        """Add the call-log row of ``op``; ``apply`` inserts the batch's rows together, before COMMIT."""
+        calls.append((_now(), str(op.kind), str(op.external_id), _dumps_for_log(op.payload),
+                      None if op.match is None else _dumps_for_log(op.match),
+                      _dumps_for_log(list(op.create_only)) if op.create_only else None,
+                      int(result.ok), outcome, result.crm_id, result.error))
 
     def _perform(self, conn: sqlite3.Connection, op: Operation) -> _Done:
+        """Carry out ``op``: every check (and ``_Refused``) first, then only the writes that change something."""
         payload = op.payload
         if not isinstance(payload, dict):
             raise _Refused(f"payload must be an object, not {type(payload).__name__}")
@@ -404,19 +531,16 @@ class SandboxCrm(CrmAdapter):
             raise _Refused("the external id is empty")
         if payload.get("external_id", op.external_id) != op.external_id:
             raise _Refused(f"payload external_id {payload['external_id']!r} differs from the operation's")
-        entity = {UPSERT_PRODUCT: PRODUCT, UPSERT_COMPANY: COMPANY, UPSERT_CONTACT: CONTACT,
-                  UPSERT_DEAL: DEAL}.get(op.kind)
+        entity = _ENTITIES.get(op.kind)
         if entity is not None:
             return self._upsert(conn, entity, op)
-        product_ops = {SET_PRICES: self._set_prices, SET_STOCK: self._set_stock, DEACTIVATE_PRODUCT: self._deactivate}
-        if op.kind not in product_ops:
-            raise _Refused(f"unknown operation kind {op.kind!r}")
-        row = conn.execute("SELECT id FROM products WHERE external_id = ?", (op.external_id,)).fetchone()
-        if row is None:
-            raise _Refused("the CRM has no product with this external id")
-        before = self._fingerprint(conn, "products", row[0])
-        product_ops[op.kind](conn, row[0], payload)
-        return _Done(row[0], created=False, changed=before != self._fingerprint(conn, "products", row[0]))
+        if op.kind == SET_PRICES:
+            return self._set_prices(conn, op.external_id, payload)
+        if op.kind == SET_STOCK:
+            return self._set_stock(conn, op.external_id, payload)
+        if op.kind == DEACTIVATE_PRODUCT:
+            return self._deactivate(conn, op.external_id)
+        raise _Refused(f"unknown operation kind {op.kind!r}")
 
     def _upsert(self, conn: sqlite3.Connection, entity: _Entity, op: Operation) -> _Done:
         payload = op.payload
@@ -425,44 +549,69 @@ class SandboxCrm(CrmAdapter):
         for key, shape in entity.shapes.items():
             if extra.get(key) is not None and not isinstance(extra[key], shape):
                 raise _Refused(f"{key} must be {'an object' if shape is dict else 'a list'}")
-        row_id = self._find(conn, entity, op.external_id)
-        adopted = row_id is None and (row_id := self._adopt(conn, entity, op)) is not None
-        created = row_id is None
-        if not created:  # the CRM owns these fields once the record exists
+        row = self._current(conn, entity, op.external_id)
+        adoption = None if row is not None else self._adoptable(conn, entity, op)
+        if adoption is not None:
+            row = adoption[0]
+        if row is not None:  # the CRM owns these fields once the record exists
             for key in op.create_only:
                 values.pop(key, None)
                 extra.pop(key, None)
         if entity is DEAL and "company_external_id" in values:
             company = values["company_external_id"]
-            values["company_id"] = None if company is None else self._find(conn, COMPANY, company)
+            values["company_id"] = None if company is None else self._company_id(conn, company)
             if company is not None and values["company_id"] is None:
                 raise _Refused(f"the CRM has no company with external id {company!r}")
-        if row_id is None:
+        if row is None:
             missing = [key for key in entity.required if values.get(key) is None]
             if missing:
                 raise _Refused(f"cannot create without {', '.join(missing)}")
             values.update(external_id=op.external_id, data=_dumps(extra))
-            cursor = conn.execute(f"INSERT INTO {entity.table} ({', '.join(values)}) VALUES "
-                                  f"({', '.join('?' * len(values))})", tuple(values.values()))
+            cursor = conn.execute(_insert_sql(entity.table, tuple(values)), tuple(values.values()))
             return _Done(int(cursor.lastrowid or 0), created=True, changed=True)
-        # Adoption already gave the record its external id: that alone is a change.
-        before = None if adopted else self._fingerprint(conn, entity.table, row_id)
-        (old,) = conn.execute(f"SELECT data FROM {entity.table} WHERE id = ?", (row_id,)).fetchone()
-        values["data"] = _dumps({**json.loads(old), **extra})
-        conn.execute(f"UPDATE {entity.table} SET {', '.join(f'{key} = ?' for key in values)} WHERE id = ?",
-                     (*values.values(), row_id))
-        return _Done(row_id, created=False, changed=before != self._fingerprint(conn, entity.table, row_id))
+        # "Changed" is whether a stored value differs from what the payload says, so only
+        # those columns are written; data is compared as the canonical text it is kept as.
+        row_id, stored_data = int(row[0]), row[-1]
+        current = dict(zip(entity.stored, row[1:-1]))
+        changes = {key: value for key, value in values.items() if current[key] != value}
+        # data merges: keys the payload leaves out keep their stored values. When the payload's
+        # own keys encode to the stored text, the merge would give that same text back, so the
+        # usual re-send skips decoding the stored JSON. (Only with text keys: an int key would
+        # sit beside its text twin in the merge.)
+        data = _dumps(extra)  # may refuse: still before any write
+        if data != stored_data or not all(type(key) is str for key in extra):
+            data = _dumps({**json.loads(stored_data), **extra})
+        if data != stored_data:
+            changes["data"] = data
+        if adoption is not None:  # the record now answers to this external id: that alone is a change
+            if adoption[1]:  # it has a 1C id of its own already: this one becomes an alias
+                conn.execute(_ADD_ALIAS, (op.external_id, row_id))
+            else:
+                changes["external_id"] = op.external_id
+        if changes:
+            conn.execute(_update_sql(entity.table, tuple(changes)), (*changes.values(), row_id))
+        return _Done(row_id, created=False, changed=adoption is not None or bool(changes))
 
     @staticmethod
-    def _find(conn: sqlite3.Connection, entity: _Entity, external_id: str) -> int | None:
-        row = conn.execute(f"SELECT id FROM {entity.table} WHERE external_id = ?", (external_id,)).fetchone()
+    def _current(conn: sqlite3.Connection, entity: _Entity, external_id: str) -> tuple[Any, ...] | None:
+        """The row (as ``_row_sql`` reads it) that carries ``external_id``, or for a company has it as alias."""
+        row: tuple[Any, ...] | None = conn.execute(_ROW_BY_EXTERNAL_ID[entity.table], (external_id,)).fetchone()
         if row is None and entity is COMPANY:
-            row = conn.execute("SELECT company_id FROM company_aliases WHERE external_id = ?",
-                               (external_id,)).fetchone()
-        return None if row is None else int(row[0])
+            row = conn.execute(_COMPANY_BY_ALIAS, (external_id,)).fetchone()
+        return row
 
-    def _adopt(self, conn: sqlite3.Connection, entity: _Entity, op: Operation) -> int | None:
-        """The record ``op.match`` names, now carrying ``op.external_id``; None when there is none."""
+    @staticmethod
+    def _company_id(conn: sqlite3.Connection, external_id: str) -> int | None:
+        (found,) = conn.execute(_COMPANY_ID, (external_id, external_id)).fetchone()
+        return None if found is None else int(found)
+
+    @staticmethod
+    def _adoptable(conn: sqlite3.Connection, entity: _Entity,
+                   op: Operation) -> tuple[tuple[Any, ...], bool] | None:
+        """The row ``op.match`` names, and whether ``op.external_id`` joins it as an alias; None when none.
+
+        Reads only: the caller writes the adoption once nothing can be refused any more.
+        """
         if not op.match:
             return None
         if not isinstance(op.match, dict):
@@ -474,68 +623,82 @@ class SandboxCrm(CrmAdapter):
         fields = {key: _ident(key, value) for key, value in op.match.items()}
         if entity is COMPANY:
             row_id, owned = _match_company(conn, fields.get("inn"), fields.get("kpp"))
-            if row_id is not None and owned:  # another 1C id of the same counterparty
-                conn.execute("INSERT INTO company_aliases (external_id, company_id) VALUES (?, ?)",
-                             (op.external_id, row_id))
-        else:
-            # Only records made by hand (no external id) are adopted: one that belongs to another
-            # 1C record is a different item that happens to share an SKU.
-            fields = {key: value for key, value in fields.items() if value is not None}
-            if not fields:
+            if row_id is None:
                 return None
-            rows = conn.execute(f"SELECT id FROM {entity.table} WHERE external_id IS NULL AND "
-                                + " AND ".join(f"{key} = ?" for key in fields) + " ORDER BY id",
-                                tuple(fields.values())).fetchall()
-            if len(rows) > 1:
-                raise _Refused(f"match {fields} is ambiguous: {len(rows)} {entity.table} have it "
-                               f"(ids {', '.join(str(r[0]) for r in rows)})")
-            row_id, owned = (int(rows[0][0]) if rows else None), False
-        if row_id is not None and not owned:
-            conn.execute(f"UPDATE {entity.table} SET external_id = ? WHERE id = ?", (op.external_id, row_id))
-        return row_id
+            # owned: another 1C id of the same counterparty, kept as an alias.
+            return conn.execute(_ROW_BY_ID[entity.table], (row_id,)).fetchone(), owned
+        # Only records made by hand (no external id) are adopted: one that belongs to another
+        # 1C record is a different item that happens to share an SKU.
+        fields = {key: value for key, value in fields.items() if value is not None}
+        if not fields:
+            return None
+        rows = conn.execute(_adopt_sql(entity.table, tuple(fields)), tuple(fields.values())).fetchall()
+        if len(rows) > 1:
+            raise _Refused(f"match {fields} is ambiguous: {len(rows)} {entity.table} have it "
+                           f"(ids {', '.join(str(r[0]) for r in rows)})")
+        return (rows[0], False) if rows else None
 
     @staticmethod
-    def _set_prices(conn: sqlite3.Connection, product_id: int, payload: dict[str, Any]) -> None:
+    def _set_prices(conn: sqlite3.Connection, external_id: str, payload: dict[str, Any]) -> _Done:
+        rows = conn.execute(_PRODUCT_PRICES, (external_id,)).fetchall()
+        if not rows:
+            raise _Refused(_NO_PRODUCT)
+        product_id = int(rows[0][0])
+        current = {price_type: value for _, price_type, value in rows if price_type is not None}
         prices = payload.get("prices")
         if not isinstance(prices, dict):
             raise _Refused("prices must be an object {price type name: number}")
+        writes = []
         for price_type, value in prices.items():
             if not isinstance(price_type, str) or not price_type:
                 raise _Refused(f"price type name {price_type!r} is not a name")
-            conn.execute("INSERT INTO prices (product_id, price_type, value) VALUES (?, ?, ?) ON CONFLICT DO "
-                         "UPDATE SET value = excluded.value",
-                         (product_id, price_type, decimal_text(f"price {price_type!r}", value)))
+            text = decimal_text(f"price {price_type!r}", value)
+            if current.get(price_type) != text:
+                writes.append((product_id, price_type, text))
+        if writes:  # merged: price types the payload leaves out stay as they are
+            conn.executemany(_UPSERT_PRICE, writes)
+        return _Done(product_id, created=False, changed=bool(writes))
 
     @staticmethod
-    def _set_stock(conn: sqlite3.Connection, product_id: int, payload: dict[str, Any]) -> None:
+    def _set_stock(conn: sqlite3.Connection, external_id: str, payload: dict[str, Any]) -> _Done:
+        rows = conn.execute(_PRODUCT_STOCK, (external_id,)).fetchall()
+        if not rows:
+            raise _Refused(_NO_PRODUCT)
+        product_id, stored_total = int(rows[0][0]), rows[0][1]
+        merged = {warehouse: quantity for _, _, warehouse, quantity in rows if warehouse is not None}
         stock, quantity = payload.get("stock"), payload.get("quantity")
         if stock is None and quantity is None:
             raise _Refused("set_stock needs stock {warehouse name: number} or quantity")
         if stock is not None and not isinstance(stock, dict):
             raise _Refused("stock must be an object {warehouse name: number}")
+        writes = []
         for warehouse, value in (stock or {}).items():
             if not isinstance(warehouse, str) or not warehouse:
                 raise _Refused(f"warehouse name {warehouse!r} is not a name")
-            conn.execute("INSERT INTO stock (product_id, warehouse, quantity) VALUES (?, ?, ?) ON CONFLICT DO "
-                         "UPDATE SET quantity = excluded.quantity",
-                         (product_id, warehouse, decimal_text(f"stock {warehouse!r}", value)))
+            text = decimal_text(f"stock {warehouse!r}", value)
+            if merged.get(warehouse) != text:
+                writes.append((product_id, warehouse, text))
+                merged[warehouse] = text
         if quantity is not None:
             total = decimal_text("quantity", quantity)
         else:  # the total follows the warehouses when 1C gives no total of its own
-            rows = conn.execute("SELECT quantity FROM stock WHERE product_id = ?", (product_id,)).fetchall()
-            total = decimal_text("quantity", sum((Decimal(r[0]) for r in rows), Decimal(0)))
-        conn.execute("UPDATE products SET quantity = ? WHERE id = ?", (total, product_id))
+            # In warehouse order, as a scan of the stock table adds them (only beyond 28 digits could it matter).
+            total = decimal_text("quantity", sum((Decimal(merged[w]) for w in sorted(merged)), Decimal(0)))
+        if writes:
+            conn.executemany(_UPSERT_STOCK, writes)
+        if total != stored_total:
+            conn.execute(_SET_QUANTITY, (total, product_id))
+        return _Done(product_id, created=False, changed=bool(writes) or total != stored_total)
 
     @staticmethod
-    def _deactivate(conn: sqlite3.Connection, product_id: int, payload: dict[str, Any]) -> None:
-        conn.execute("UPDATE products SET active = 0 WHERE id = ?", (product_id,))  # never deleted
-
-    @staticmethod
-    def _fingerprint(conn: sqlite3.Connection, table: str, row_id: int) -> list[list[tuple[Any, ...]]]:
-        rows = [conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchall()]
-        for child, key in _CHILDREN.get(table, ()):
-            rows.append(conn.execute(f"SELECT * FROM {child} WHERE {key} = ? ORDER BY 1, 2", (row_id,)).fetchall())
-        return rows
+    def _deactivate(conn: sqlite3.Connection, external_id: str) -> _Done:
+        row = conn.execute(_PRODUCT_ACTIVE, (external_id,)).fetchone()
+        if row is None:
+            raise _Refused(_NO_PRODUCT)
+        product_id, active = int(row[0]), row[1]
+        if active != 0:
+            conn.execute(_DEACTIVATE, (product_id,))
+        return _Done(product_id, created=False, changed=active != 0)
 
     # ------------------------------------------------------------ reading
 

@@ -114,6 +114,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX journal_entity ON journal(external_id, id);
     CREATE INDEX journal_at ON journal(at);
     """,
+    # 2: the CRM -> 1C orders flow.
+    """
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        value TEXT
+    );
+    CREATE TABLE orders (
+        deal_id TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL UNIQUE,
+        fingerprint TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        file_name TEXT,
+        snapshot TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE deal_facts (
+        external_id TEXT PRIMARY KEY,
+        facts_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -79,10 +79,20 @@ class Pending:
     attempts: int
 
 
-def due(conn: sqlite3.Connection, limit: int) -> list[Pending]:
+def due(conn: sqlite3.Connection, limit: int, *, kinds: tuple[str, ...] | None = None,
+        exclude: tuple[str, ...] = ()) -> list[Pending]:
+    """Pending rows whose time has come, oldest first; ``kinds``/``exclude`` pick who carries them
+    (the CRM adapter, or the writer of files for 1C)."""
+    clauses, params = ["status = 'pending'", "next_attempt_at <= ?"], [time.time()]
+    if kinds is not None:
+        clauses.append(f"kind IN ({','.join('?' * len(kinds))})")
+        params += kinds
+    if exclude:
+        clauses.append(f"kind NOT IN ({','.join('?' * len(exclude))})")
+        params += exclude
     rows = conn.execute(
         "SELECT id, file_id, kind, entity, external_id, payload, match, create_only, attempts FROM outbox"
-        " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (time.time(), limit)).fetchall()
+        f" WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
     return [Pending(Operation(kind=r[2], external_id=r[4], payload=json.loads(r[5]),
                               match=json.loads(r[6]) if r[6] else None,
                               create_only=json.loads(r[7]) if r[7] else [], id=r[0]),

@@ -16,6 +16,7 @@ from bridge.store.db import transaction
 
 log = logging.getLogger(__name__)
 _ID_ENTITIES = {"product", "variant", "company", "contact", "deal"}
+DOCUMENT_KINDS = ("write_order",)  # carried by the writer of files for 1C, not by the CRM adapter
 MAX_BACKOFF = 300.0
 
 
@@ -41,7 +42,7 @@ def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 
     stats = DeliveryStats()
     give_up_at = time.monotonic() + patience
     while True:
-        batch = outbox.due(conn, adapter.batch_size)
+        batch = outbox.due(conn, adapter.batch_size, exclude=DOCUMENT_KINDS)
         if not batch:
             wait = _next_due_in(conn)
             if wait is None:
@@ -103,7 +104,9 @@ def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 
 
 
 def _next_due_in(conn: sqlite3.Connection) -> float | None:
-    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'").fetchone()
+    marks = ",".join("?" * len(DOCUMENT_KINDS))
+    row = conn.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending' AND kind NOT IN ({marks})",
+                       DOCUMENT_KINDS).fetchone()
     if row is None or row[0] is None:
         return None
     return max(0.0, row[0] - time.time())

@@ -167,7 +167,21 @@ def deal_facts(record: Document) -> dict[str, Any]:
     }
 
 
-def document(record: Document, rules: Mapping) -> list[Intent]:
+FACT_ORDER = ("posted", "paid", "shipped")  # how far an order has come; cancelled and deleted override
+
+
+def stage_for(facts: dict[str, Any], statuses: dict[str, str]) -> str | None:
+    """The CRM stage the facts call for: the furthest fact that has a stage, cancelled over all."""
+    for fact in ("deleted", "cancelled"):
+        if facts.get(fact) and fact in statuses:
+            return statuses[fact]
+    for fact in reversed(FACT_ORDER):
+        if facts.get(fact) and fact in statuses:
+            return statuses[fact]
+    return None
+
+
+def document(record: Document, rules: Mapping, statuses: dict[str, str] | None = None) -> list[Intent]:
     intents = [counterparty(c, rules) for c in record.counterparties]
     buyer = next((c for c in record.counterparties if (c.role or "").lower() == "покупатель"),
                  record.counterparties[0] if record.counterparties else None)
@@ -188,5 +202,8 @@ def document(record: Document, rules: Mapping) -> list[Intent]:
                   for line in record.lines],
         "requisites": record.requisites,
     }
+    stage = stage_for(payload["facts"], statuses or {})
+    if stage is not None:
+        payload["stage"] = stage
     intents.append(Intent("deal", UPSERT_DEAL, record.id, payload))
     return intents

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import sqlite3
 import time
+from datetime import datetime
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -178,6 +179,7 @@ class Pipeline:
                 if intent.entity in state.PRODUCT_ENTITIES:
                     known.add(intent.external_id)
             ready.extend(m.intents)
+        ready, stale = self._drop_stale(ready, header, file_id, plan)
         to_stage = self._changed(ready, file_id, plan)
         waiting_ids = {w[0] for w in waiting}
         failed_ids = {e.external_id for e in failures}
@@ -196,8 +198,33 @@ class Pipeline:
             outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "staged")
             state.wait(self.conn, file_id, waiting)
             state.mark_seen(self.conn, file_id, seen)
-            journal.write_many(self.conn, failures + waiting_entries)
+            journal.write_many(self.conn, failures + waiting_entries + stale)
         faults.checkpoint("staged")
+
+    def _drop_stale(self, intents: list[Intent], header: Header, file_id: int,
+                    plan: defaultdict[str, dict[str, int]]) -> tuple[list[Intent], list[journal.Entry]]:
+        """A document older than what the deal already shows must not overwrite it (GUIDE §2)."""
+        deals = [i for i in intents if i.entity == "deal"]
+        moment = _moment(header.generated_at)
+        if not deals or moment is None:
+            return intents, []
+        known = state.fingerprints(self.conn, "facts:deal", [i.external_id for i in deals], file_id)
+        keep, entries, newest = [], [], []
+        for intent in intents:
+            if intent.entity == "deal":
+                seen = known.get(intent.external_id)
+                if seen is not None and seen > moment:
+                    plan["deal"]["stale"] = plan["deal"].get("stale", 0) + 1
+                    entries.append(journal.Entry("map", "skipped", f"stale: this document was generated at {moment}, "
+                                                 f"the deal already shows 1C's state of {seen}", file_id, "deal",
+                                                 intent.external_id))
+                    continue
+                newest.append((Intent("facts:deal", "", intent.external_id, {}), moment))
+            keep.append(intent)
+        if newest:
+            with transaction(self.conn):
+                state.stage(self.conn, file_id, newest)
+        return keep, entries
 
     def _map(self, record: Record, names: Names) -> mapping.Mapped:
         if isinstance(record, Product):
@@ -207,7 +234,7 @@ class Pipeline:
         if isinstance(record, Counterparty):
             return mapping.Mapped(intents=[mapping.counterparty(record, self.rules)])
         if isinstance(record, Document):
-            return mapping.Mapped(intents=mapping.document(record, self.rules))
+            return mapping.Mapped(intents=mapping.document(record, self.rules, self.config.statuses))
         raise TypeError(f"no mapping for {type(record).__name__}")
 
     def _changed(self, intents: list[Intent], file_id: int | None,
@@ -346,6 +373,17 @@ class _RawSkip:
             with transaction(self.conn):
                 state.mark_seen(self.conn, self.file_id, self._seen)
             self._seen = []
+
+
+def _moment(value: str | None) -> str | None:
+    """ДатаФормирования as a sortable 'YYYY-MM-DDTHH:MM:SS' (1C writes date-only values too)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _product_needs(mapped: Iterable[mapping.Mapped]) -> list[str]:

@@ -1,0 +1,62 @@
+"""Where the files for 1C go: a folder (maybe a share 1C reads) or an SFTP server.
+
+Every write is atomic: a temporary name in the same folder, written, synced,
+then renamed onto the deterministic final name. 1C never sees half a file,
+and a retry after a crash overwrites the same file instead of adding another.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Protocol
+
+from bridge.errors import TransientError
+
+TEMP_PREFIX = ".bridge-"
+TEMP_SUFFIX = ".tmp"  # neither *.xml nor visible: 1C's exchange ignores it
+
+
+class Target(Protocol):
+    def write(self, name: str, data: bytes) -> str:
+        """Publish ``data`` as ``name``; return where it went."""
+
+    def close(self) -> None: ...
+
+
+class FolderTarget:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def write(self, name: str, data: bytes) -> str:
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"refusing to write outside the outgoing folder: {name!r}")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temp = self.folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.folder / name)
+            fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the rename itself must survive a power cut
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a share that went away: try again later
+            raise TransientError(f"cannot write {name} to {self.folder}: {exc.strerror or exc}") from None
+        return str(self.folder / name)
+
+    def sweep(self) -> int:
+        """Remove temporary files a crash left behind (they never became visible to 1C)."""
+        removed = 0
+        if self.folder.is_dir():
+            for leftover in self.folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        pass
