@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from bridge.commerceml.problems import Problem
 from bridge.commerceml.reader import FileReader
@@ -38,6 +39,8 @@ class RenderError(UserError):
 
 def clean(value: Any) -> Any:
     """Jinja's finalize: every value printed into XML passes here."""
+    if isinstance(value, Markup):  # already-rendered XML (a macro's output): keep it markup
+        return Markup(_ILLEGAL.sub("", value))
     if isinstance(value, str):
         return _ILLEGAL.sub("", value)
     if isinstance(value, Decimal):

@@ -36,6 +36,10 @@ _CENT = Decimal("0.01")
 _ORDER_NAMESPACE = uuid.UUID("6b1c6f9e-2f0e-4c55-9a51-1c0ce0a1b2d3")  # ours: makes order Ид deterministic
 
 
+COUNTERPARTY_KEYS = ("id", "name", "full_name", "inn", "kpp", "person", "last_name", "first_name", "middle_name",
+                     "address", "email", "phone")
+
+
 class NotReady(Exception):
     """The deal cannot become an order yet; the message says why, in words for a manager."""
 
@@ -71,6 +75,10 @@ class Order:
     comment: str | None = None
     requisites: list[tuple[str, str]] = field(default_factory=list)
     deal_id: str = ""
+
+    def __post_init__(self) -> None:
+        # Templates are strict about undefined names; every counterparty field exists, maybe empty.
+        self.counterparty = {**dict.fromkeys(COUNTERPARTY_KEYS), "person": False, **self.counterparty}
 
 
 @dataclass(slots=True)

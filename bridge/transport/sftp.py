@@ -37,7 +37,7 @@ _READ = 1 << 20  # bytes per local write
 # (its limits@openssh.com read-length) and any server may answer less, which paramiko handles.
 # paramiko's prefetch() would pipeline instead, but its helper thread dies with an unhandled
 # exception when the connection drops mid-file, and a spinning one with a request cap.
-READ_REQUEST = 32768
+READ_REQUEST = 261120
 _KEEPALIVE = 30  # seconds: keeps NAT/firewall state alive between polls
 # What paramiko and sockets raise when a request or the connection fails (SFTP status codes arrive
 # as IOError too: ``_failure`` tells them apart by whether the connection survived).
@@ -293,6 +293,7 @@ class SftpSource(Source):
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(_KEEPALIVE)
+            import socket; transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             host_key = transport.get_remote_server_key()
             log.info("sftp.connected source=%s host=%s user=%s host_key=%s", self.name, o.entry, o.user,
                      fingerprint(host_key))
