@@ -55,8 +55,13 @@ def ledger(folder: Path) -> list[tuple[int, str, str]]:
     db = folder / "var" / "bridge.db"
     if not db.exists():
         return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
         return conn.execute("SELECT id, name, status FROM files ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # the daemon is creating the tables right now
+        return []
+    finally:
+        conn.close()
 
 
 def crm_products(folder: Path) -> dict[str, dict]:

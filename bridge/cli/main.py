@@ -9,6 +9,7 @@ import click
 
 from bridge import __version__
 from bridge.cli.reading import inspect_command, validate_command
+from bridge.cli.orders_commands import deal_group, render_command
 from bridge.cli.service import run_command
 from bridge.cli.sync_commands import (
     archive_group, ingest_command, journal_command, replay_command, sandbox_group, status_command,
@@ -45,7 +46,8 @@ def cli(verbose: int) -> None:
 
 cli.add_command(validate_command)
 cli.add_command(inspect_command)
-for command in (run_command, ingest_command, replay_command, archive_group, journal_command, status_command, sandbox_group):
+sandbox_group.add_command(deal_group)
+for command in (run_command, render_command, ingest_command, replay_command, archive_group, journal_command, status_command, sandbox_group):
     cli.add_command(command)
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bridge.commerceml.files import expand_inputs, load_order_key
 from bridge.config import Config
@@ -77,6 +78,7 @@ class Daemon:
         self.rescan = float(config.daemon.get("rescan", 30))
         self.patience = float(config.daemon.get("deliver_patience", 5))
         self.pipeline = Pipeline(conn, config, progress=self._progress)
+        self.orders = _orders_flow(config, conn, adapter)
         self.sources: list[_SourceState] = []
         self.last_file = "none yet"
 
@@ -161,6 +163,14 @@ class Daemon:
             if not decision.applied:
                 report.errors.append(decision.message)
                 log.error("deactivate.refused %s", decision.message)
+        if self.orders is not None and not self.shutdown.requested:
+            flow, writer = self.orders
+            try:
+                flow.poll()
+            except BridgeError as exc:  # the CRM is away: the cursor has not moved, nothing is lost
+                report.errors.append(str(exc))
+                log.error("orders.poll_failed error=%r", str(exc))
+            writer.deliver()
         try:
             stats = deliver(self.conn, self.adapter, patience=0 if self.shutdown.requested else self.patience)
             report.delivered = stats.sent
@@ -228,6 +238,23 @@ class Daemon:
         waiting = state.waiting_count(self.conn)
         head = doing or f"idle; last file {self.last_file}"
         return f"{head}; outbox {depth} pending; {waiting} offers waiting"
+
+
+def _orders_flow(config: Config, conn: sqlite3.Connection, adapter: CrmAdapter) -> tuple[Any, Any] | None:
+    """The CRM -> 1C half, when [orders] and [outgoing] are configured."""
+    if config.orders is None:
+        return None
+    from bridge.commerceml.render import Renderer
+    from bridge.sync.orders import OrdersFlow, OrderSettings, OrderWriter
+    from bridge.transport.outgoing import open_target
+    settings = config.orders
+    flow = OrdersFlow(conn, adapter, OrderSettings(trigger_stages=settings.trigger_stages,
+                                                   organisation=settings.organisation, warehouse=settings.warehouse,
+                                                   currency=settings.currency, crm_kind=config.crm_kind),
+                      file_name=settings.file_name)
+    writer = OrderWriter(conn, Renderer(settings.template_dir), open_target(settings, config.path.resolve().parent),
+                         settings.profile, settings.encoding)
+    return flow, writer
 
 
 def _next_outbox_due(conn: sqlite3.Connection) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.errors import TransientError
 
@@ -60,3 +60,36 @@ class FolderTarget:
 
     def close(self) -> None:
         pass
+
+
+class SftpTarget:
+    """Uploads under a temporary name and renames (posix-rename where the server has it)."""
+
+    def __init__(self, settings: Any, config_dir: Path) -> None:
+        from bridge.secrets import credential_path
+        from bridge.transport.base import SourceSettings
+        from bridge.transport.sftp import SftpSource
+        options = dict(settings.sftp)
+        options["key_file"] = str(credential_path(str(options["key_file"]), config_dir))
+        # The SFTP source knows how to connect safely (pinned host keys, timeouts, reconnects).
+        self.connection = SftpSource(SourceSettings(name="outgoing", kind="sftp", path=settings.path, options=options))
+        self.folder = settings.path
+
+    def write(self, name: str, data: bytes) -> str:
+        import tempfile
+        with tempfile.NamedTemporaryFile(suffix=".xml") as local:
+            local.write(data)
+            local.flush()
+            self.connection.upload_atomic(Path(local.name), self.folder, name)
+        return f"sftp:{self.folder}/{name}"
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_target(settings: Any, config_dir: Path) -> Target:
+    if settings.target_kind == "sftp":
+        return SftpTarget(settings, config_dir)
+    target = FolderTarget(Path(settings.path))
+    target.sweep()
+    return target
