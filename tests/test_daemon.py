@@ -39,9 +39,25 @@ def bridge(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind():
+    """A failing test must not leave a daemon running (it would hold its folder and a core)."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+
+
 def start(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(cfg)], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    process = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(cfg)], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    _started.append(process)
+    return process
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
