@@ -454,53 +454,54 @@ def _doc_taxes(container: etree._Element | None, warn: Warn) -> list[tuple[str, 
         return result
     for tag, c in kids(container):
         if tag in ("Налог", "СтавкаНалога"):
-            result.append((child_text(c, "Наименование") or "", number(child(c, "Ставка"), warn) if child_text(c, "Ставка") not in (None, "Без налога") else None,
-                           number(child(c, "Сумма"), warn)))
+            parts = fields(c)
+            rate = parts.get("Ставка")
+            rate_value = None if rate is None or text(rate) in (None, "Без налога") else number(rate, warn)
+            result.append((text(parts.get("Наименование")) or "", rate_value, number(parts.get("Сумма"), warn)))
     return result
 
 
 def _discounts(container: etree._Element | None, warn: Warn) -> list[tuple[str | None, Decimal | None]]:
     if container is None:
         return []
-    return [(child_text(c, "Наименование"), number(child(c, "Сумма"), warn)) for t, c in kids(container) if t == "Скидка"]
+    return [(text(parts.get("Наименование")), number(parts.get("Сумма"), warn))
+            for t, c in kids(container) if t == "Скидка" for parts in (fields(c),)]
 
 
 def _line(element: etree._Element, warn: Warn) -> DocumentLine:
-    full_id = child_text(element, "Ид")
+    found = fields(element)
+    full_id = text(found.get("Ид"))
     product_id, characteristic_id = split_id(full_id) if full_id else (None, None)
-    unit_element = child(element, "Единица")
+    unit_element = found.get("Единица")
     unit_name = child_text(unit_element, "НаименованиеКраткое") if unit_element is not None and len(unit_element) else text(unit_element)
     if unit_name is None:
-        unit_name = _base_unit(child(element, "БазоваяЕдиница"))[1]
-    price = child(element, "ЦенаЗаЕдиницу")
+        unit_name = _base_unit(found.get("БазоваяЕдиница"))[1]
+    price = found.get("ЦенаЗаЕдиницу")
     return DocumentLine(
-        product_id=product_id, characteristic_id=characteristic_id, name=child_text(element, "Наименование"),
-        sku=child_text(element, "Артикул"), unit=unit_name, quantity=number(child(element, "Количество"), warn),
-        price=number(price if price is not None else child(element, "Цена"), warn),
-        amount=number(child(element, "Сумма"), warn),
-        taxes=_doc_taxes(child(element, "Налоги"), warn) or _doc_taxes(child(element, "СтавкиНалогов"), warn),
-        discounts=_discounts(child(element, "Скидки"), warn), requisites=requisites(child(element, "ЗначенияРеквизитов")))
+        product_id=product_id, characteristic_id=characteristic_id, name=text(found.get("Наименование")),
+        sku=text(found.get("Артикул")), unit=unit_name, quantity=number(found.get("Количество"), warn),
+        price=number(price if price is not None else found.get("Цена"), warn),
+        amount=number(found.get("Сумма"), warn),
+        taxes=_doc_taxes(found.get("Налоги"), warn) or _doc_taxes(found.get("СтавкиНалогов"), warn),
+        discounts=_discounts(found.get("Скидки"), warn), requisites=requisites(found.get("ЗначенияРеквизитов")))
 
 
 def document(element: etree._Element, warn: Warn) -> Document | None:
-    did = child_text(element, "Ид")
+    found = fields(element)
+    did = text(found.get("Ид"))
     if did is None:
         return None
-    result = Document(id=did, number=child_text(element, "Номер"), date=child_text(element, "Дата"),
-                      time=child_text(element, "Время"), operation=child_text(element, "ХозОперация"),
-                      role=child_text(element, "Роль"), currency=child_text(element, "Валюта"),
-                      rate=number(child(element, "Курс"), warn), amount=number(child(element, "Сумма"), warn),
-                      comment=child_text(element, "Комментарий"), line=element.sourceline or 0)
-    for tag, c in kids(element):
-        if tag == "Контрагенты":
-            result.counterparties = [cp for t, k in kids(c) if t == "Контрагент" and (cp := counterparty(k)) is not None]
-        elif tag == "Товары":
-            result.lines = [_line(line, warn) for t, line in kids(c) if t == "Товар"]
-        elif tag == "Налоги":
-            result.taxes = _doc_taxes(c, warn)
-        elif tag == "Скидки":
-            result.discounts = _discounts(c, warn)
-        elif tag == "ЗначенияРеквизитов":
-            result.requisites = requisites(c)
-    result.deleted = flag(child_text(element, "ПометкаУдаления")) or flag(result.requisites.get("ПометкаУдаления"))
+    result = Document(id=did, number=text(found.get("Номер")), date=text(found.get("Дата")),
+                      time=text(found.get("Время")), operation=text(found.get("ХозОперация")),
+                      role=text(found.get("Роль")), currency=text(found.get("Валюта")),
+                      rate=number(found.get("Курс"), warn), amount=number(found.get("Сумма"), warn),
+                      comment=text(found.get("Комментарий")), line=element.sourceline or 0)
+    if (c := found.get("Контрагенты")) is not None:
+        result.counterparties = [cp for t, k in kids(c) if t == "Контрагент" and (cp := counterparty(k)) is not None]
+    if (c := found.get("Товары")) is not None:
+        result.lines = [_line(line, warn) for t, line in kids(c) if t == "Товар"]
+    result.taxes = _doc_taxes(found.get("Налоги"), warn)
+    result.discounts = _discounts(found.get("Скидки"), warn)
+    result.requisites = requisites(found.get("ЗначенияРеквизитов"))
+    result.deleted = flag(text(found.get("ПометкаУдаления"))) or flag(result.requisites.get("ПометкаУдаления"))
     return result

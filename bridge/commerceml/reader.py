@@ -10,6 +10,7 @@ million products costs no more than one of a thousand.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,7 +67,8 @@ class FileReader:
                  user_schema: str | Path | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  build: bool = True,
-                 skip: Callable[[str, str, etree._Element], bool] | None = None) -> None:
+                 skip: Callable[[str, str, etree._Element], bool] | None = None,
+                 data: bytes | None = None) -> None:
         """build=False: check, identify and count goods and offers without building their records
         (what ``inspect`` needs). skip(kind, Ид, element): called for each product and offer before it
         is built; True means the caller already has it (unchanged) and it is not built."""
@@ -75,6 +77,7 @@ class FileReader:
         self.level = level
         self.user_schema = Path(user_schema) if user_schema else None
         self.progress = progress
+        self.data = data  # read these bytes instead of the file (a document about to be written)
         self.build = build
         self.skip = skip
         self.header = Header(file=self.name)
@@ -108,8 +111,8 @@ class FileReader:
     def records(self) -> Iterator[Record]:
         """Yield the file's records in document order; never raises for bad input."""
         try:
-            with open(self.path, "rb") as raw:
-                self.header.size = self.path.stat().st_size
+            with (io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")) as raw:
+                self.header.size = len(self.data) if self.data is not None else self.path.stat().st_size
                 head = raw.read(_HEAD)
                 raw.seek(0)
                 info = sniff(head)

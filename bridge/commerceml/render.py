@@ -10,7 +10,6 @@ back through our own reader and schema before it may be written.
 from __future__ import annotations
 
 import re
-import tempfile
 import traceback
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
@@ -39,10 +38,10 @@ class RenderError(UserError):
 
 def clean(value: Any) -> Any:
     """Jinja's finalize: every value printed into XML passes here."""
-    if isinstance(value, Markup):  # already-rendered XML (a macro's output): keep it markup
-        return Markup(_ILLEGAL.sub("", value))
+    if isinstance(value, Markup):  # a macro's output: built from values that passed here already
+        return value
     if isinstance(value, str):
-        return _ILLEGAL.sub("", value)
+        return _ILLEGAL.sub("", value) if _ILLEGAL.search(value) else value
     if isinstance(value, Decimal):
         return format(value, "f")
     if value is None:
@@ -50,13 +49,18 @@ def clean(value: Any) -> Any:
     return value
 
 
-def money(value: Any) -> str:
-    return format(Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), "f")
+_CENT = Decimal("0.01")
 
 
-def quantity(value: Any) -> str:
-    number = Decimal(str(value)).normalize()
-    return format(number, "f")
+def money(value: Any) -> Markup:
+    # Digits and a dot need no escaping: saying so (Markup) spares autoescape the work.
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    return Markup(format(number.quantize(_CENT, rounding=ROUND_HALF_UP), "f"))
+
+
+def quantity(value: Any) -> Markup:
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    return Markup(format(number.normalize(), "f"))
 
 
 class Renderer:
@@ -101,9 +105,9 @@ def encode(text: str, encoding: str) -> bytes:
     return (b"\xef\xbb\xbf" + data) if bom else data
 
 
-def check(path: Path, *, expect_documents: int | None = None) -> list[Problem]:
-    """Read a rendered file back through our reader and schema; any problem refuses it."""
-    reader = FileReader(path, path.name, build=False)
+def check(path: Path, *, expect_documents: int | None = None, data: bytes | None = None) -> list[Problem]:
+    """Read a rendered file (or its bytes) back through our reader and schema; any problem refuses it."""
+    reader = FileReader(path, path.name, build=False, data=data)
     for _ in reader.records():
         pass
     problems = list(reader.problems)
@@ -117,10 +121,7 @@ def render_checked(renderer: Renderer, profile: str, context: dict[str, Any], en
                    writer: Callable[[bytes], None] | None = None) -> bytes:
     """Render, encode and check a document; hand it to ``writer`` only if it is sound."""
     data = encode(renderer.render(profile, context), encoding)
-    with tempfile.NamedTemporaryFile(suffix=".xml") as scratch:
-        scratch.write(data)
-        scratch.flush()
-        problems = check(Path(scratch.name), expect_documents=len(context.get("orders", [])) or None)
+    problems = check(Path(f"{profile}.xml"), expect_documents=len(context.get("orders", [])) or None, data=data)
     if problems:
         details = "; ".join(f"line {p.line}: {p.path}: {p.message}" for p in problems[:5])
         raise RenderError(f"the {profile} template produced a document 1C would not accept: {details}")

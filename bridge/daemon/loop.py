@@ -205,9 +205,11 @@ class Daemon:
                 return
             try:
                 self._take(source, remote, report)
-            except (TransientError, OSError) as exc:
-                # The source dropped mid-file: nothing was committed; it is taken again next time.
+            except (BridgeError, OSError) as exc:
+                # The source dropped mid-file (or refused us): nothing of the file was committed
+                # unless the ledger says so; it is taken again at the next scan.
                 log.error("source.fetch_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
+                item.failures += isinstance(exc, UserError)
                 item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
                 return
 

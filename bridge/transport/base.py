@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+TAKEN = (".xml", ".zip")  # what the bridge reads; images and everything else stay where they are
 DEFAULT_IGNORE = ("*.tmp", "*.part", "*.partial", "*.crdownload", ".*", "~*", "*.swp")
 
 

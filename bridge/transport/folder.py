@@ -18,10 +18,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from bridge.errors import TransientError
-from bridge.transport.base import RemoteFile, Source, SourceSettings, Stability, ignored
+from bridge.transport.base import TAKEN, RemoteFile, Source, SourceSettings, Stability, ignored
 
 log = logging.getLogger(__name__)
-TAKEN = (".xml", ".zip")  # what the bridge reads; images and the rest stay where they are
 
 
 class _Wake(FileSystemEventHandler):
@@ -80,6 +79,16 @@ class FolderSource(Source):
     def dispose(self, remote: RemoteFile) -> None:
         path = self.folder / remote.name
         marker = path.with_name(path.name + self.settings.done_marker) if self.settings.done_marker else None
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return
+        if info.st_size != remote.size or info.st_mtime != remote.mtime:
+            # 1C wrote a new export under the same name while we read the old one: keep it for the next scan.
+            log.info("source.kept_newer source=%s file=%s", self.name, remote.name)
+            return
+        if marker is not None:
+            marker.unlink(missing_ok=True)  # first: an old marker must never vouch for the next, unfinished file
         if self.settings.after == "move" and self.settings.move_to:
             target_dir = Path(self.settings.move_to)
             target_dir.mkdir(parents=True, exist_ok=True)
@@ -91,8 +100,6 @@ class FolderSource(Source):
             os.replace(path, target)
         else:
             path.unlink(missing_ok=True)
-        if marker is not None:
-            marker.unlink(missing_ok=True)
         self.stability.forget(remote.name)
 
     def watch(self, wakeup: threading.Event) -> None:
