@@ -9,6 +9,7 @@ Bitrix24 adapter against a recorded or fake portal passes the same suite.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,9 @@ class CrmContract:
     def create_by_hand(self, adapter: CrmAdapter, section: str, fields: dict[str, Any]) -> str:
         """Make a record the way a person would in the CRM (no external id); return its CRM id."""
         pytest.skip("this adapter's tests cannot create records by hand")
+
+    def let_time_pass(self, adapter: CrmAdapter) -> None:
+        """Let the CRM's clock move on, so the next change is later than the last (whole-second clocks)."""
 
     @pytest.fixture
     def crm(self, tmp_path: Path) -> Iterator[CrmAdapter]:
@@ -285,3 +289,51 @@ class CrmContract:
         [only] = self.snapshot(crm)["deals"]
         assert (only["stage"], only["facts"], only["amount"]) == ("paid", {"paid": True, "paid_number": "17"}, 1500.5)
         assert only["company_external_id"] == "c1"
+
+    # ------------------------------------------------------------ errors name their record
+
+    def test_a_deal_for_an_unknown_company_fails_naming_the_deal_and_the_company(self, crm: CrmAdapter) -> None:
+        results = crm.apply([deal("d-lost", "nobody-1c"), deal("d-fine", None), company("c1"), deal("d-ok", "c1")])
+        assert [r.ok for r in results] == [False, True, True, True]
+        assert not results[0].retryable
+        assert "d-lost" in (results[0].error or "") and "nobody-1c" in (results[0].error or "")
+        assert [d["external_id"] for d in self.snapshot(crm)["deals"]] == ["d-fine", "d-ok"]
+
+    # ------------------------------------------------------------ changed deals (CRM -> 1C)
+
+    def _all_changed(self, crm: CrmAdapter, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+        found: list[Any] = []
+        for _ in range(100):
+            deals, following = crm.changed_deals(cursor, limit=limit)
+            assert len(deals) <= limit
+            if not deals:
+                assert following == cursor  # nothing changed: the cursor stays
+                return found, cursor
+            found += deals
+            cursor = following
+        raise AssertionError("changed_deals never ran dry")
+
+    @pytest.mark.parametrize("limit", [35, 70, 500])
+    def test_changed_deals_pages_through_every_deal_once_oldest_first(self, crm: CrmAdapter, limit: int) -> None:
+        assert_ok(crm.apply([company("c1")]))
+        ops = [deal(f"d{i:03}", "c1", number=f"ЗК-{i}") for i in range(120)]  # more than two pages of 50
+        for start in range(0, len(ops), crm.batch_size):
+            assert_ok(crm.apply(ops[start:start + crm.batch_size]))
+        found, cursor = self._all_changed(crm, None, limit)
+        assert sorted(d.external_id for d in found) == [op.external_id for op in ops]  # each once
+        times = [datetime.fromisoformat(d.updated_at.replace("Z", "+00:00")) for d in found]
+        assert times == sorted(times)
+        by_id = {d.external_id: d for d in found}
+        assert by_id["d007"].company_external_id == "c1" and by_id["d007"].amount in ("1500.5", "1500.50")
+        assert by_id["d007"].crm_id and by_id["d007"].updated_at
+        assert crm.changed_deals(cursor, limit=limit) == ([], cursor)
+
+    def test_changed_deals_reports_a_deal_again_only_when_it_changed_again(self, crm: CrmAdapter) -> None:
+        assert_ok(crm.apply([company("c1"), deal("d1", "c1"), deal("d2", "c1")]))
+        first, cursor = self._all_changed(crm, None, 500)
+        assert {d.external_id for d in first} == {"d1", "d2"}
+        self.let_time_pass(crm)
+        assert_ok(crm.apply([deal("d2", "c1", stage="paid", facts={"paid": True})]))
+        again, cursor = self._all_changed(crm, cursor, 500)
+        assert [(d.external_id, d.stage) for d in again] == [("d2", "paid")]  # its latest state, once
+        assert crm.changed_deals(cursor) == ([], cursor)

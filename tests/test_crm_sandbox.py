@@ -199,11 +199,11 @@ def test_a_batch_is_one_transaction(crm: SandboxCrm, monkeypatch: pytest.MonkeyP
     real_log = SandboxCrm._log
     seen: list[str] = []
 
-    def failing_log(self: SandboxCrm, conn: sqlite3.Connection, op: Operation, *args: Any) -> None:
+    def failing_log(self: SandboxCrm, calls: list[Any], op: Operation, *args: Any) -> None:
         seen.append(op.external_id)
         if op.external_id == "p3":
             raise RuntimeError("crash in the middle of a batch")
-        real_log(self, conn, op, *args)
+        real_log(self, calls, op, *args)
 
     monkeypatch.setattr(SandboxCrm, "_log", failing_log)
     with pytest.raises(RuntimeError):
@@ -318,3 +318,44 @@ def test_adoption_counts_as_a_change(crm: SandboxCrm) -> None:
     [again] = crm.apply([op])
     assert adopted.answer == {"id": 1, "created": False, "changed": True}
     assert again.answer == {"id": 1, "created": False, "changed": False}
+
+
+def test_changed_means_a_stored_value_differs(crm: SandboxCrm) -> None:
+    def changed(*ops: Operation) -> list[bool]:
+        results = crm.apply(list(ops))
+        assert_ok(results)
+        return [r.answer["changed"] for r in results]
+
+    assert changed(product("p1", "Чайник", description="Стальной", unit="шт"), prices("p1", Retail=10, Opt=9),
+                   stock("p1", Main=5, Shop=2)) == [True, True, True]
+    assert changed(prices("p1", Retail="10.00"), prices("p1", Retail=11), prices("p1", Web=12)) == [False, True, True]
+    assert changed(stock("p1", Main=5), stock("p1", Main=6), stock("p1", quantity=8), stock("p1", quantity=100),
+                   stock("p1", quantity=100), stock("p1", Shop=2)) == [False, True, False, True, False, True]
+    # ...the last one changes no warehouse, but the total goes back to their sum
+    assert changed(deactivate("p1"), deactivate("p1")) == [True, False]
+    # Absent keys are left alone, so a payload that says less changes nothing.
+    assert changed(Operation(UPSERT_PRODUCT, "p1", {"external_id": "p1", "unit": "шт"})) == [False]
+    owned = product("p1", "Чайник", description="Чугунный", unit="шт", active=False)
+    owned.create_only = ["description"]
+    assert changed(owned) == [False]
+    assert changed(product("p1", "Чайник", unit="упак", active=False)) == [True]
+    got = crm.get_product("p1")
+    assert got is not None
+    assert (got["description"], got["unit"], got["prices"], got["stock"], got["quantity"]) == (
+        "Стальной", "упак", {"Opt": 9, "Retail": 11, "Web": 12}, {"Main": 6, "Shop": 2}, 8)
+    assert [c["outcome"] for c in crm.calls()][-3:] == ["unchanged", "unchanged", "updated"]
+
+
+def test_a_constraint_failure_refuses_only_its_operation(crm: SandboxCrm) -> None:
+    assert_ok(crm.apply([product("p1"), product("p2")]))
+    # A rule someone added to the CRM by hand: SQLite refuses the write with a constraint error.
+    with sqlite3.connect(crm.path) as conn:
+        conn.execute("CREATE TRIGGER no_bad BEFORE INSERT ON prices WHEN NEW.price_type = 'Bad' "
+                     "BEGIN SELECT RAISE(ABORT, 'price type Bad is refused'); END")
+    conn.close()
+    results = crm.apply([prices("p1", Good=1, Bad=2), prices("p2", Good=3), stock("p1", Main=1)])
+    assert [r.ok for r in results] == [False, True, True]
+    assert "p1" in (results[0].error or "") and "Bad is refused" in (results[0].error or "")
+    assert crm.get_product("p1")["prices"] == {}  # type: ignore[index]  # no half-write: Good is not there either
+    assert crm.get_product("p2")["prices"] == {"Good": 3}  # type: ignore[index]
+    assert [c["outcome"] for c in crm.calls()][2:] == ["failed", "updated", "updated"]

@@ -7,11 +7,13 @@ front, and a typo lists what exists instead of failing at the first sync.
 from __future__ import annotations
 
 from bridge.crm.base import CrmAdapter
+from bridge.crm.bitrix24 import Bitrix24Crm
 from bridge.crm.sandbox import SandboxCrm
 from bridge.errors import UserError
 
 ADAPTERS: dict[str, type[CrmAdapter]] = {
     SandboxCrm.name: SandboxCrm,
+    Bitrix24Crm.name: Bitrix24Crm,
 }
 
 

@@ -773,6 +773,52 @@ class SandboxCrm(CrmAdapter):
             found = _products(conn, external_id)
         return found[0] if found else None
 
+    def changed_deals(self, cursor: str | None, limit: int = 500) -> tuple[list[Any], str | None]:
+        """Deals whose last write changed them after ``cursor``, oldest change first, from the call log.
+
+        The cursor is the id of the last call reported: the log only grows, so a
+        deal comes again only when a later call changed it again.
+        """
+        # Imported here: this method was added without touching the module's imports.
+        from bridge.crm.base import DealLine, DealSnapshot
+
+        try:
+            after = int(cursor) if cursor else 0
+        except ValueError:
+            raise UserError(f"not a sandbox deal cursor: {cursor!r}") from None
+        with self._reading() as conn:
+            if conn is None:
+                return [], cursor
+            # With MAX() SQLite takes the bare column (at) from the row holding the maximum.
+            changed = conn.execute(
+                "SELECT external_id, MAX(id), at FROM calls WHERE kind = ? AND ok = 1 AND outcome IN "
+                "('created', 'updated') AND id > ? GROUP BY external_id ORDER BY MAX(id) LIMIT ?",
+                (UPSERT_DEAL, after, max(0, limit))).fetchall()
+            deals = {d["external_id"]: d for d in _deals(conn)} if changed else {}
+
+        def text(value: Any) -> str:
+            try:
+                return decimal_text("value", value)
+            except _Refused:
+                return str(value)
+
+        snapshots = []
+        for external_id, _, at in changed:
+            deal = deals.get(external_id)
+            if deal is None:
+                continue
+            lines = [DealLine(product_external_id=line.get("product_external_id"), name=str(line.get("name") or ""),
+                              quantity=text(line.get("quantity", 1)), price=text(line.get("price", 0)),
+                              unit=line.get("unit") if isinstance(line.get("unit"), str) else None)
+                     for line in deal["lines"] if isinstance(line, dict)]
+            snapshots.append(DealSnapshot(
+                crm_id=deal["id"], title=str(deal["number"]), stage=str(deal["stage"] or ""), updated_at=at,
+                external_id=external_id, company_external_id=deal["company_external_id"],
+                contact_external_id=deal.get("contact_external_id"), currency=deal["currency"],
+                amount=None if deal["amount"] is None else text(deal["amount"]), lines=lines,
+                extra={"facts": deal["facts"]}))
+        return snapshots, (str(changed[-1][1]) if changed else cursor)
+
 
 # ---------------------------------------------------------------- queries
 
