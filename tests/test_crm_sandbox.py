@@ -66,8 +66,10 @@ def test_dump_has_exactly_the_documented_shape(crm: SandboxCrm) -> None:
         "companies": [{"external_id": "c1", "name": "ООО Ромашка", "inn": INN, "kpp": KPP}],
         "contacts": [{"external_id": "k1", "name": "Иван Петров", "email": "ivan@example.com",
                       "phone": "+7 900 000-00-00"}],
-        "deals": [{"external_id": "d1", "number": "ЗК-1", "date": "2026-11-01", "amount": 1500.5, "currency": "RUB",
-                   "company_external_id": "c1", "stage": "new", "facts": {"paid": True}}],
+        "deals": [{"id": "1", "external_id": "d1", "title": "ЗК-1", "number": "ЗК-1", "date": "2026-11-01",
+                   "amount": 1500.5, "currency": "RUB", "company_external_id": "c1", "stage": "new",
+                   "facts": {"paid": True}, "order_external_id": "d1", "number_1c": None, "paid": True,
+                   "shipped": False}],
     }
     quantity = crm.dump()["products"][1]["quantity"]
     assert type(quantity) is int  # integral numbers dump as int, not 7.0

@@ -26,11 +26,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bridge.crm.base import (DEACTIVATE_PRODUCT, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
-                             UPSERT_PRODUCT, CrmAdapter, Operation, Result)
+from bridge.crm import sandbox_deals
+from bridge.crm.base import (DEACTIVATE_PRODUCT, LINK_DEAL, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT,
+                             UPSERT_DEAL, UPSERT_PRODUCT, CrmAdapter, DealSnapshot, Operation, Result)
 from bridge.errors import PermanentError, TransientError, UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# How each schema version is reached from the one before (the first is SCHEMA itself).
+MIGRATIONS = {2: sandbox_deals.MIGRATION_2}
 # Marks the file as ours, so pointing crm.path at the state database (or any
 # other SQLite file) is refused instead of sprinkling tables into it.
 APPLICATION_ID = int.from_bytes(b"1Csb", "big")
@@ -115,7 +118,8 @@ CREATE TABLE calls (
 PRODUCT_KEYS = ("external_id", "parent_external_id", "name", "sku", "barcode", "active", "prices", "stock", "quantity")
 COMPANY_KEYS = ("external_id", "name", "inn", "kpp")
 CONTACT_KEYS = ("external_id", "name", "email", "phone")
-DEAL_KEYS = ("external_id", "number", "date", "amount", "currency", "company_external_id", "stage", "facts")
+DEAL_KEYS = ("id", "external_id", "title", "number", "date", "amount", "currency", "company_external_id", "stage",
+             "facts", "order_external_id", "number_1c", "paid", "shipped")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -413,13 +417,21 @@ class SandboxCrm(CrmAdapter):
                 for statement in _statements(SCHEMA):  # not executescript: it would COMMIT first
                     conn.execute(statement)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                version, app = SCHEMA_VERSION, APPLICATION_ID
+                conn.execute("PRAGMA user_version = 1")
+                version, app = 1, APPLICATION_ID
             if app != APPLICATION_ID:
                 raise UserError(f"{self.path} is an SQLite file of something else, not a sandbox CRM")
             if version > SCHEMA_VERSION:
                 raise UserError(f"the sandbox CRM {self.path} has schema version {version}, newer than this "
                                 f"bridge ({SCHEMA_VERSION}); upgrade the bridge")
+            if version < SCHEMA_VERSION:
+                if self.read_only:
+                    raise UserError(f"the sandbox CRM {self.path} has schema version {version}; open it once "
+                                    "with a writing command (bridge ingest or run) to upgrade it")
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {step}")
             if conn.in_transaction:
                 conn.execute("COMMIT")
             return True
@@ -540,6 +552,12 @@ class SandboxCrm(CrmAdapter):
             return self._set_stock(conn, op.external_id, payload)
         if op.kind == DEACTIVATE_PRODUCT:
             return self._deactivate(conn, op.external_id)
+        if op.kind == LINK_DEAL:
+            try:
+                row_id, changed = sandbox_deals.link_deal(conn, payload)
+            except LookupError as exc:
+                raise _Refused(str(exc)) from None
+            return _Done(row_id, created=False, changed=changed)
         raise _Refused(f"unknown operation kind {op.kind!r}")
 
     def _upsert(self, conn: sqlite3.Connection, entity: _Entity, op: Operation) -> _Done:
@@ -773,51 +791,41 @@ class SandboxCrm(CrmAdapter):
             found = _products(conn, external_id)
         return found[0] if found else None
 
-    def changed_deals(self, cursor: str | None, limit: int = 500) -> tuple[list[Any], str | None]:
-        """Deals whose last write changed them after ``cursor``, oldest change first, from the call log.
-
-        The cursor is the id of the last call reported: the log only grows, so a
-        deal comes again only when a later call changed it again.
-        """
-        # Imported here: this method was added without touching the module's imports.
-        from bridge.crm.base import DealLine, DealSnapshot
-
-        try:
-            after = int(cursor) if cursor else 0
-        except ValueError:
-            raise UserError(f"not a sandbox deal cursor: {cursor!r}") from None
+    def changed_deals(self, cursor: str | None, limit: int = 500) -> tuple[list[DealSnapshot], str | None]:
+        """Deals changed after ``cursor`` (a position in the deals' change sequence), oldest first."""
         with self._reading() as conn:
             if conn is None:
                 return [], cursor
-            # With MAX() SQLite takes the bare column (at) from the row holding the maximum.
-            changed = conn.execute(
-                "SELECT external_id, MAX(id), at FROM calls WHERE kind = ? AND ok = 1 AND outcome IN "
-                "('created', 'updated') AND id > ? GROUP BY external_id ORDER BY MAX(id) LIMIT ?",
-                (UPSERT_DEAL, after, max(0, limit))).fetchall()
-            deals = {d["external_id"]: d for d in _deals(conn)} if changed else {}
+            return sandbox_deals.changed_deals(conn, cursor, limit)
 
-        def text(value: Any) -> str:
+    def get_deal(self, crm_id: str) -> DealSnapshot | None:
+        with self._reading() as conn:
+            return None if conn is None else sandbox_deals.get_deal(conn, crm_id)
+
+    # -- what a manager does in the CRM (bridge sandbox deal ...) -----------------------------
+    def _writing(self, action: Any, *args: Any) -> Any:
+        if self.read_only:
+            raise UserError(f"the sandbox CRM {self.path} is open read-only")
+        with self._lock:
+            conn = self._connection()
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                return decimal_text("value", value)
-            except _Refused:
-                return str(value)
+                result = action(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
 
-        snapshots = []
-        for external_id, _, at in changed:
-            deal = deals.get(external_id)
-            if deal is None:
-                continue
-            lines = [DealLine(product_external_id=line.get("product_external_id"), name=str(line.get("name") or ""),
-                              quantity=text(line.get("quantity", 1)), price=text(line.get("price", 0)),
-                              unit=line.get("unit") if isinstance(line.get("unit"), str) else None)
-                     for line in deal["lines"] if isinstance(line, dict)]
-            snapshots.append(DealSnapshot(
-                crm_id=deal["id"], title=str(deal["number"]), stage=str(deal["stage"] or ""), updated_at=at,
-                external_id=external_id, company_external_id=deal["company_external_id"],
-                contact_external_id=deal.get("contact_external_id"), currency=deal["currency"],
-                amount=None if deal["amount"] is None else text(deal["amount"]), lines=lines,
-                extra={"facts": deal["facts"]}))
-        return snapshots, (str(changed[-1][1]) if changed else cursor)
+    def add_deal(self, spec: dict[str, Any]) -> str:
+        return self._writing(sandbox_deals.add_deal, spec)
+
+    def update_deal(self, crm_id: str, spec: dict[str, Any]) -> None:
+        self._writing(sandbox_deals.update_deal, crm_id, spec)
+
+    def move_deal(self, crm_id: str, stage: str) -> None:
+        self._writing(sandbox_deals.move_deal, crm_id, stage)
 
 
 # ---------------------------------------------------------------- queries
@@ -900,11 +908,14 @@ def _deals(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     # The company as the CRM links it: its own external id, even when the deal named it by an alias.
     owners = dict(conn.execute("SELECT id, external_id FROM companies").fetchall())
     deals = []
-    for columns, data in _records(conn, "deals", "number, date, amount, currency, company_external_id, "
-                                  "company_id, stage", None):
+    for columns, data in _records(conn, "deals", "number, title, date, amount, currency, company_external_id, "
+                                  "company_id, contact_external_id, stage", None):
         company_id = columns.pop("company_id")
         if owners.get(company_id) is not None:
             columns["company_external_id"] = owners[company_id]
-        columns.update(amount=json_number(columns["amount"]), id=str(columns["id"]))
-        deals.append({**data, **columns, "facts": data.get("facts") or {}, "lines": data.get("lines") or []})
+        facts = data.get("facts") or {}
+        columns.update(amount=json_number(columns["amount"]), id=str(columns["id"]), title=columns["title"] or
+                       columns["number"], order_external_id=columns["external_id"], number_1c=facts.get("number_1c"),
+                       paid=bool(facts.get("paid")), shipped=bool(facts.get("shipped")))
+        deals.append({**data, **columns, "facts": facts, "lines": data.get("lines") or []})
     return deals

@@ -167,6 +167,8 @@ def deal_facts(record: Document) -> dict[str, Any]:
     }
 
 
+DEAL_CRM_OWNED = ("number", "date", "operation", "currency", "rate", "amount", "comment", "company_external_id",
+                  "contact_external_id", "lines", "requisites")
 FACT_ORDER = ("posted", "paid", "shipped")  # how far an order has come; cancelled and deleted override
 
 
@@ -205,5 +207,7 @@ def document(record: Document, rules: Mapping, statuses: dict[str, str] | None =
     stage = stage_for(payload["facts"], statuses or {})
     if stage is not None:
         payload["stage"] = stage
-    intents.append(Intent("deal", UPSERT_DEAL, record.id, payload))
+    # An order that began in the CRM keeps its own content: 1C only reports facts and the
+    # stage they mean. A 1C-made order becomes a deal with all of it.
+    intents.append(Intent("deal", UPSERT_DEAL, record.id, payload, None, list(DEAL_CRM_OWNED)))
     return intents

@@ -1,0 +1,191 @@
+"""CRM -> 1C and back: an agreed deal becomes one 1C order; 1C's payments and shipments move the deal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import exchange as x
+from bridge.commerceml.reader import FileReader
+from bridge.commerceml.records import Document
+from bridge.crm.base import UPSERT_PRODUCT, Operation
+from bridge.crm.sandbox import SandboxCrm
+from conftest import REPO, SAMPLES
+
+KETTLE = "289a7cba-73c9-11ef-a3c6-00155d0a4e21"
+JACKET_48 = "29440104-73d3-11ef-a3c6-00155d0a4e21#2dde9546-7655-11ef-a3c6-00155d0a4e21"
+MANUFACTURE = "2d85ce3f-776e-11ef-a3c6-00155d0a4e21"
+
+
+def bridge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ))
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "bridge.toml"
+    path.write_text("""
+[state]
+path = "var/bridge.db"
+[archive]
+path = "var/archive"
+quarantine = "var/quarantine"
+[crm]
+kind = "sandbox"
+path = "var/crm.db"
+[[source]]
+name = "ut11"
+kind = "folder"
+path = "in"
+min_age = 0
+[orders]
+trigger_stages = ["agreed"]
+organisation = "ООО «Торговый дом»"
+[outgoing]
+kind = "folder"
+path = "to-1c"
+profile = "ut11"
+encoding = "utf-8-bom"
+file_name = "orders-{id}.xml"
+[statuses]
+paid = "paid"
+shipped = "shipped"
+cancelled = "lost"
+""", encoding="utf-8")
+    result = bridge("ingest", "-c", str(path), str(SAMPLES / "exchange" / "ut11"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return path
+
+
+def run_once(cfg: Path) -> None:
+    result = bridge("run", "-c", str(cfg), "--once")
+    assert result.returncode == 0, result.stderr
+
+
+def add_deal(cfg: Path, spec: dict) -> str:
+    deal_file = cfg.parent / "deal.json"
+    deal_file.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    result = bridge("sandbox", "-c", str(cfg), "deal", "add", str(deal_file))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def deals(cfg: Path) -> dict[str, dict]:
+    result = bridge("sandbox", "-c", str(cfg), "dump", "--json")
+    return {d["id"]: d for d in json.loads(result.stdout)["deals"]}
+
+
+def outgoing(cfg: Path) -> list[Path]:
+    folder = cfg.parent / "to-1c"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def status_document(order_id: str, generated: str, requisites: dict[str, str]) -> str:
+    values = "".join(f"<ЗначениеРеквизита><Наименование>{k}</Наименование><Значение>{v}</Значение></ЗначениеРеквизита>"
+                     for k, v in requisites.items())
+    return (x.HEAD.replace("2026-11-20T10:00:00", generated) +
+            f"<Документ><Ид>{order_id}</Ид><Номер>ТД00-000777</Номер><Дата>2026-11-27</Дата><ХозОперация>Заказ товара"
+            f"</ХозОперация><Роль>Продавец</Роль><Валюта>RUB</Валюта><Курс>1</Курс><Сумма>9580</Сумма>"
+            f"<ЗначенияРеквизитов>{values}</ЗначенияРеквизитов></Документ>" + x.TAIL)
+
+
+def test_agreed_deal_becomes_one_order_and_follows_changes(cfg: Path) -> None:
+    deal_id = add_deal(cfg, {"title": "Чайники для офиса", "stage": "new", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": KETTLE, "quantity": 2, "price": 2490, "vat_rate": 20},
+                                       {"product_external_id": JACKET_48, "quantity": 1, "price": 4290}],
+                             "delivery": 300})
+    run_once(cfg)
+    assert outgoing(cfg) == []  # not agreed yet
+
+    assert bridge("sandbox", "-c", str(cfg), "deal", "stage", deal_id, "agreed").returncode == 0
+    run_once(cfg)
+    [order_file] = outgoing(cfg)
+    data = order_file.read_bytes()
+    assert data.startswith(b'\xef\xbb\xbf<?xml version="1.0" encoding="UTF-8"?>')
+    [document] = [r for r in FileReader(order_file).records() if isinstance(r, Document)]
+    assert order_file.name == f"orders-{document.id}.xml"
+    assert document.amount == 2 * 2490 + 4290 + 300
+    assert [(line.product_id, line.characteristic_id) for line in document.lines] == [
+        (KETTLE, None), tuple(JACKET_48.split("#")), ("ORDER_DELIVERY", None)]
+    assert document.counterparties[0].id == MANUFACTURE and document.counterparties[0].inn == "7812045738"
+    assert document.requisites["Организация"] == "ООО «Торговый дом»"
+    assert deals(cfg)[deal_id]["order_external_id"] == document.id
+
+    run_once(cfg)  # nothing changed: the file is not written again
+    assert outgoing(cfg) == [order_file] and order_file.read_bytes() == data
+
+    crm = SandboxCrm(cfg.parent / "var" / "crm.db")
+    try:
+        crm.update_deal(deal_id, {"lines": [{"product_external_id": KETTLE, "quantity": 3, "price": 2490}]})
+    finally:
+        crm.close()
+    run_once(cfg)
+    [again] = outgoing(cfg)  # the same Ид, the same name: overwritten, never a second order
+    [updated] = [r for r in FileReader(again).records() if isinstance(r, Document)]
+    assert again == order_file and updated.id == document.id and updated.amount == 3 * 2490 + 300
+
+
+def test_statuses_from_1c_move_the_deal_and_an_older_document_does_not(cfg: Path) -> None:
+    deal_id = add_deal(cfg, {"title": "Куртки", "stage": "agreed", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": JACKET_48, "quantity": 2, "price": 4290}]})
+    run_once(cfg)
+    order_id = deals(cfg)[deal_id]["order_external_id"]
+    assert order_id
+    paid = {"Проведен": "true", "Номер по 1С": "ТД00-000777", "Дата по 1С": "2026-11-27T10:00:00",
+            "Номер оплаты по 1С": "ТД00-000101", "Дата оплаты по 1С": "2026-11-27T12:00:00"}
+    x.write(cfg.parent / "in", "documents_2.xml", status_document(order_id, "2026-11-27T12:05:00", paid))
+    run_once(cfg)
+    deal = deals(cfg)[deal_id]
+    assert (deal["stage"], deal["paid"], deal["shipped"], deal["number_1c"]) == ("paid", True, False, "ТД00-000777")
+    assert deal["amount"] == 8580  # the CRM's own content is not overwritten by 1C's echo
+
+    older = {"Проведен": "true", "Отменен": "true"}
+    x.write(cfg.parent / "in", "documents_1.xml", status_document(order_id, "2026-11-27T09:00:00", older))
+    run_once(cfg)
+    assert deals(cfg)[deal_id]["stage"] == "paid"
+    assert "stale" in bridge("journal", "-c", str(cfg), "--entity", order_id).stdout
+
+    shipped = {**paid, "Номер отгрузки по 1С": "ТД00-000202", "Дата отгрузки по 1С": "2026-11-28T09:00:00"}
+    x.write(cfg.parent / "in", "documents_3.xml", status_document(order_id, "2026-11-28T09:05:00", shipped))
+    run_once(cfg)
+    assert deals(cfg)[deal_id]["stage"] == "shipped"
+    assert len(outgoing(cfg)) == 1  # the deal moved, its order did not change: no new file
+
+
+def test_a_deal_that_cannot_become_an_order_waits_for_its_data(cfg: Path) -> None:
+    crm = SandboxCrm(cfg.parent / "var" / "crm.db")
+    try:  # a product someone made in the CRM by hand: 1C has never sent it
+        [result] = crm.apply([Operation(UPSERT_PRODUCT, "hand-made-1", {"external_id": "hand-made-1",
+                                                                        "name": "Пылесос", "active": True})])
+        assert result.ok
+    finally:
+        crm.close()
+    deal_id = add_deal(cfg, {"title": "Пылесос", "stage": "agreed", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": "hand-made-1", "quantity": 1, "price": 9000}]})
+    run_once(cfg)
+    assert outgoing(cfg) == []
+    journal = bridge("journal", "-c", str(cfg), "--entity", deal_id).stdout
+    assert "cannot become an order yet" in journal and "hand-made-1" in journal
+
+    x.write(cfg.parent / "in", "import.xml", x.catalog([x.product("hand-made-1", "Пылесос")], full=False))
+    run_once(cfg)  # 1C sent the product: the waiting deal becomes an order
+    assert len(outgoing(cfg)) == 1
+
+
+def test_render_prints_the_order_a_deal_would_produce(cfg: Path) -> None:
+    deal_id = add_deal(cfg, {"title": "Проверка шаблона", "stage": "new", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": KETTLE, "quantity": 1, "price": 2490}]})
+    result = subprocess.run([sys.executable, "-m", "bridge", "render", "-c", str(cfg), "--deal", deal_id,
+                             "--profile", "bitrix-module", "--encoding", "windows-1251"], cwd=REPO,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b'<?xml version="1.0" encoding="windows-1251"?>')
+    assert "Контейнер".encode("cp1251") in result.stdout and "Чайник".encode("cp1251") in result.stdout
+    assert outgoing(cfg) == []  # render writes nothing
