@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli.context import config_option, group_config_option, load_config, open_adapter, resolve_config, state_connection
+from bridge.cli.context import config_option, group_config_option, load_config, open_adapter, state_connection
 from bridge.commerceml.render import PROFILES, Renderer, encode
 from bridge.errors import UserError
 from bridge.store.clock import now

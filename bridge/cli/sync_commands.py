@@ -34,7 +34,7 @@ def _print_outcome(outcome: FileOutcome) -> None:
         line += f" ({outcome.message})"
     elif outcome.status == "skipped":
         line += f" ({outcome.message})"
-    click.echo(line + (f"\n    " + "; ".join(parts) if parts else ""))
+    click.echo(line + ("\n    " + "; ".join(parts) if parts else ""))
 
 
 def _print_plan(outcomes: list[FileOutcome], decisions: list[Any]) -> None:

@@ -22,7 +22,7 @@ from bridge.commerceml import build
 from bridge.commerceml.build import child_text, flag, kids, local
 from bridge.commerceml.encoding import EncodingGuard, EncodingInfo, sniff
 from bridge.commerceml.header import Header, empty_counts
-from bridge.commerceml.problems import ERROR, SKIPPED, WARNING, Problem, StructuralError, plain_names, reword
+from bridge.commerceml.problems import ERROR, SKIPPED, WARNING, Problem, StructuralError
 from bridge.commerceml.records import Offer, Record
 from bridge.commerceml.validation import RecordValidator, StreamingUserValidation, record_path, relative_path
 
@@ -322,7 +322,6 @@ class FileReader:
 
     def _container(self, element: etree._Element, name: str) -> Iterator[Record]:
         assert self._validator is not None
-        section = local(element.getparent().tag)
         if name == "Группы":
             for index, (tag, group) in enumerate(kids(element), 1):
                 if tag == "Группа":
@@ -404,18 +403,7 @@ def _drop(element: etree._Element) -> None:
 
 def element_path(element: etree._Element) -> str:
     """'/КоммерческаяИнформация/Каталог/Товары/Товар/Цены/Цена[2]' with positions among same-named siblings."""
-    parts: list[str] = []
-    node: etree._Element | None = element
-    while node is not None:
-        name = local(node.tag)
-        parent = node.getparent()
-        if parent is not None:
-            same = [c for c in parent if c.tag == node.tag]
-            if len(same) > 1:
-                name += f"[{same.index(node) + 1}]"
-        parts.append(name)
-        node = parent
-    return "/" + "/".join(reversed(parts))
+    return relative_path(element, None)
 
 
 def _deepest_path(root: etree._Element | None) -> str:

@@ -41,8 +41,8 @@ def record_path(element: etree._Element, index: int) -> str:
     return f"{ancestor_path(element)}/{local(element.tag)}[{index}]"
 
 
-def relative_path(element: etree._Element, ancestor: etree._Element) -> str:
-    """'/Цены/Цена[2]/ЦенаЗаЕдиницу' from the record element down to ``element``."""
+def relative_path(element: etree._Element, ancestor: etree._Element | None) -> str:
+    """'/Цены/Цена[2]/ЦенаЗаЕдиницу' from ``ancestor`` (None: the root, included) down to ``element``."""
     parts: list[str] = []
     node = element
     while node is not None and node is not ancestor:

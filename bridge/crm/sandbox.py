@@ -311,8 +311,11 @@ _UPSERT_STOCK = ("INSERT INTO stock (product_id, warehouse, quantity) VALUES (?,
 _SET_QUANTITY = "UPDATE products SET quantity = ? WHERE id = ?"
 _DEACTIVATE = "UPDATE products SET active = 0 WHERE id = ?"  # never deleted
 _ADD_ALIAS = "INSERT INTO company_aliases (external_id, company_id) VALUES (?, ?)"
+# The nullable columns travel as '' (never a real value: JSON text, ids and messages are never
+# empty) because the sqlite3 module binds None through its adapter lookup, which fails with a
+# formatted AttributeError each time: that costs more than binding the rest of the row.
 _LOG_CALLS = ("INSERT INTO calls (at, kind, external_id, payload, match, create_only, ok, outcome, crm_id, error)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+              " VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, ?, NULLIF(?, ''), NULLIF(?, ''))")
 
 
 _BY_TABLE = {entity.table: entity for entity in _ENTITIES.values()}
@@ -337,8 +340,8 @@ def _update_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"UPDATE {table} SET {', '.join(f'{column} = ?' for column in columns)} WHERE id = ?"
 
 
-# A call-log row, in the column order of _LOG_CALLS.
-CallRow = tuple[str, str, str, str, str | None, str | None, int, str, str | None, str | None]
+# A call-log row, in the column order of _LOG_CALLS ('' for NULL).
+CallRow = tuple[str, str, str, str, str, str, int, str, str, str]
 
 
 @dataclass(slots=True)
@@ -532,9 +535,9 @@ class SandboxCrm(CrmAdapter):
     def _log(self, calls: list[CallRow], op: Operation, result: Result, outcome: str) -> None:
         """Add the call-log row of ``op``; ``apply`` inserts the batch's rows together, before COMMIT."""
         calls.append((_now(), str(op.kind), str(op.external_id), _dumps_for_log(op.payload),
-                      None if op.match is None else _dumps_for_log(op.match),
-                      _dumps_for_log(list(op.create_only)) if op.create_only else None,
-                      int(result.ok), outcome, result.crm_id, result.error))
+                      "" if op.match is None else _dumps_for_log(op.match),
+                      _dumps_for_log(list(op.create_only)) if op.create_only else "",
+                      int(result.ok), outcome, result.crm_id or "", result.error or ""))
 
     def _perform(self, conn: sqlite3.Connection, op: Operation) -> _Done:
         """Carry out ``op``: every check (and ``_Refused``) first, then only the writes that change something."""

@@ -67,6 +67,25 @@ class Stability:
             return self.min_age if self.min_age > 0 else 0.0
         return max(0.0, previous[2] + self.min_age - now)
 
+    def collect(self, candidates: list[tuple[str, int, float]], names: set[str],
+                done_marker: str | None) -> tuple[list[RemoteFile], float | None]:
+        """Complete files among ``candidates`` (name, size, mtime) of one listing of ``names``,
+        and the seconds until a pending one may be complete (None: none pending)."""
+        complete: list[RemoteFile] = []
+        pending: float | None = None
+        for name, size, mtime in candidates:
+            if done_marker:  # the writer tells us: no clock involved
+                if name + done_marker in names:
+                    complete.append(RemoteFile(name, size, mtime))
+                continue
+            wait = self.observe(name, size, mtime)
+            if wait <= 0:
+                complete.append(RemoteFile(name, size, mtime))
+            else:
+                pending = wait if pending is None else min(pending, wait)
+        self.keep_only(names)
+        return complete, pending
+
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
 

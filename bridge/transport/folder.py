@@ -46,8 +46,7 @@ class FolderSource(Source):
         except OSError as exc:  # a share that went away
             raise TransientError(f"source {self.name}: cannot list {self.folder}: {exc.strerror}") from None
         names = {e.name for e in entries}
-        complete: list[RemoteFile] = []
-        pending: float | None = None
+        candidates: list[tuple[str, int, float]] = []
         for entry in entries:
             name = entry.name
             if not name.lower().endswith(TAKEN) or ignored(name, self.settings.ignore, self.settings.done_marker):
@@ -56,19 +55,9 @@ class FolderSource(Source):
                 info = entry.stat()
             except FileNotFoundError:
                 continue  # gone between listing and stat: renamed away by its writer
-            if not entry.is_file():
-                continue
-            if self.settings.done_marker:
-                if name + self.settings.done_marker in names:
-                    complete.append(RemoteFile(name, info.st_size, info.st_mtime))
-                continue
-            wait = self.stability.observe(name, info.st_size, info.st_mtime_ns)
-            if wait <= 0:
-                complete.append(RemoteFile(name, info.st_size, info.st_mtime))
-            else:
-                pending = wait if pending is None else min(pending, wait)
-        self.stability.keep_only(names)
-        return complete, pending
+            if entry.is_file():
+                candidates.append((name, info.st_size, info.st_mtime))
+        return self.stability.collect(candidates, names, self.settings.done_marker)
 
     @contextmanager
     def fetch(self, remote: RemoteFile, spool: Path) -> Iterator[Path]:

@@ -158,8 +158,7 @@ class SftpSource(Source):
             raise self._failure(exc, f"listing {self.folder}") from None
         names = {e.filename for e in entries}
         marker = self.settings.done_marker
-        complete: list[RemoteFile] = []
-        pending: float | None = None
+        candidates: list[tuple[str, int, float]] = []
         for entry in entries:
             name = entry.filename
             if not name.lower().endswith(TAKEN) or ignored(name, self.settings.ignore, marker):
@@ -167,17 +166,8 @@ class SftpSource(Source):
             if entry.st_mode is None or not stat.S_ISREG(entry.st_mode) or entry.st_size is None \
                     or entry.st_mtime is None:
                 continue  # folders, links and servers that omit attributes: nothing we can judge
-            if marker:
-                if name + marker in names:
-                    complete.append(RemoteFile(name, entry.st_size, float(entry.st_mtime)))
-                continue
-            wait = self.stability.observe(name, entry.st_size, float(entry.st_mtime))
-            if wait <= 0:
-                complete.append(RemoteFile(name, entry.st_size, float(entry.st_mtime)))
-            else:
-                pending = wait if pending is None else min(pending, wait)
-        self.stability.keep_only(names)
-        return complete, pending
+            candidates.append((name, entry.st_size, float(entry.st_mtime)))
+        return self.stability.collect(candidates, names, marker)
 
     @contextmanager
     def fetch(self, remote: RemoteFile, spool: Path) -> Iterator[Path]:

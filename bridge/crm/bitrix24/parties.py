@@ -61,7 +61,6 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
     state: CompanyState | None = values[0]
     item_fields = {"title": title} if title is not None and "name" not in skip else {}
     cmds: list[Cmd] = []
-    created = False
     if state is None and match_inn:
         rows = [r for r in values[1] if not match_kpp or (r.get("RQ_KPP") or "") == match_kpp]
         if not match_kpp and len({_company_key(r["ENTITY_ID"]) for r in rows}) > 1:
