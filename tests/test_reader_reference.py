@@ -86,3 +86,24 @@ def test_inspect_summary_agrees_with_full_read(reference: Path, path: Path) -> N
     full = summarize(InputFile(path, str(path)), build=True)
     assert (quick.counts, quick.skipped, quick.header.kind) == (full.counts, full.skipped, full.header.kind)
     assert [p for p in quick.problems if p.severity != "warning"] == [p for p in full.problems if p.severity != "warning"]
+
+
+def test_strict_checks_the_whole_document_and_names_lines(reference: Path) -> None:
+    samples = reference / "samples"
+    code, output = run_cli("validate", "--strict", samples / "imega-2.04" / "import.xml")
+    assert code == 1
+    assert f"{samples / 'imega-2.04' / 'import.xml'}:10: /КоммерческаяИнформация/Классификатор/Владелец/ИНН: error:" in output
+    assert "{10}" in output  # the rule is shown as written, not mangled as if it were a namespace
+    code, output = run_cli("validate", "--strict", samples / "off-doc-1c" / "import.xml")  # valid per SOURCES.md
+    assert code == 0, output
+
+
+def test_user_schema_errors_get_their_lines_from_the_diagnostic_pass(reference: Path) -> None:
+    xsd = reference / "xsd" / "commerceML 2.10.xsd"
+    offers = reference / "samples" / "off-doc-1c" / "offers.xml"
+    code, output = run_cli("validate", "--schema", xsd, offers)
+    assert code == 1
+    lines = [line for line in output.splitlines() if ": error: " in line]
+    assert len(lines) == 8  # SOURCES.md: 8 errors, Единица "шт" instead of an OKEI code
+    assert all(int(line.split(":")[1]) > 0 and "/Цена[" in line and line.split(": ")[1].endswith("/Единица")
+               for line in lines)

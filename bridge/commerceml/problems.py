@@ -47,7 +47,8 @@ class StructuralError(Exception):
         self.path = path
 
 
-_NS_IN_BRACES = re.compile(r"\{[^}]*\}")
+# "{urn:1C.ru:commerceml_2}Товар": a namespace URI has ':' or '/'; a pattern's "{10}" does not.
+_NS_IN_BRACES = re.compile(r"\{[^{}]*[:/][^{}]*\}")
 _PREFIXED = re.compile(r"(?<![\w:/.])[A-Za-z_][\w.-]*:(?=[А-Яа-яЁёA-Za-z_])")
 
 # libxml2 speaks XSD; a 1C administrator does not. Each pattern turns one of the

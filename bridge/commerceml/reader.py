@@ -24,6 +24,7 @@ from bridge.commerceml.encoding import EncodingGuard, EncodingInfo, sniff
 from bridge.commerceml.header import Header, empty_counts
 from bridge.commerceml.problems import ERROR, SKIPPED, WARNING, Problem, StructuralError
 from bridge.commerceml.records import Offer, Record
+from bridge.resources import data_dir
 from bridge.commerceml.validation import RecordValidator, StreamingUserValidation, record_path, relative_path
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ _TAGS = [f"{{*}}{name}" for name in sorted(_STARTS | SECTIONS | _CONTAINERS | _R
 _KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
 MAX_STORED_PROBLEMS = 1000
 _HEAD = 65536
+
+
+class NoRecordCheck:
+    def check(self, element: etree._Element, index: int) -> None:
+        """The whole document is checked instead (--strict)."""
 
 
 class _CountingReader:
@@ -76,6 +82,9 @@ class FileReader:
         self.name = display_name or str(path)
         self.level = level
         self.user_schema = Path(user_schema) if user_schema else None
+        self._check_records = not (level == "strict" and self.user_schema is None)
+        if level == "strict" and self.user_schema is None:
+            self.user_schema = data_dir("schemas") / "commerceml-strict.xsd"
         self.progress = progress
         self.data = data  # read these bytes instead of the file (a document about to be written)
         self.build = build
@@ -90,7 +99,7 @@ class FileReader:
         self._price_types: set[str] = set()
         self._warehouses: set[str] = set()
         self._offer_shape = {"prices": False, "stock": False, "other": False}
-        self._validator: RecordValidator | None = None
+        self._validator: RecordValidator | NoRecordCheck | None = None
         self._current: tuple[etree._Element, int] | None = None
         self._root_closed = False
 
@@ -213,7 +222,9 @@ class FileReader:
             self.report(WARNING, root.sourceline or 1, f"/{ROOT}", f"unexpected namespace '{namespace}'; read by element names anyway")
         if not self.header.schema_version:
             self.report(WARNING, root.sourceline or 1, f"/{ROOT}", "ВерсияСхемы is missing; the file is read as CommerceML 2")
-        self._validator = RecordValidator(self.level, namespace, self)
+        # --strict checks the whole document (headers, Владелец and all) against the spec-like
+        # schema in the streaming pass; each record is then not checked a second time.
+        self._validator = RecordValidator(self.level, namespace, self) if self._check_records else NoRecordCheck()
 
     def _on_start(self, element: etree._Element) -> None:
         name = local(element.tag)
