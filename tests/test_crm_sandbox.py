@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.crm import sandbox
 from bridge.crm.base import UPSERT_PRODUCT, CrmAdapter, Operation
 from bridge.crm.registry import ADAPTERS, adapter_class
 from bridge.crm.sandbox import SCHEMA_VERSION, SandboxCrm
@@ -361,3 +362,23 @@ def test_a_constraint_failure_refuses_only_its_operation(crm: SandboxCrm) -> Non
     assert crm.get_product("p1")["prices"] == {}  # type: ignore[index]  # no half-write: Good is not there either
     assert crm.get_product("p2")["prices"] == {"Good": 3}  # type: ignore[index]
     assert [c["outcome"] for c in crm.calls()][2:] == ["failed", "updated", "updated"]
+
+
+def test_a_refusal_after_a_write_leaves_nothing_behind(crm: SandboxCrm, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Operations refuse before they write; should one ever refuse later, the batch is redone
+    # with a savepoint per operation, so that one still leaves nothing behind.
+    assert_ok(crm.apply([product("p1"), product("p2")]))
+    real = SandboxCrm._deactivate
+
+    def late(conn: sqlite3.Connection, external_id: str) -> Any:
+        done = real(conn, external_id)
+        if external_id == "p1":
+            raise sandbox._Refused("refused after writing")
+        return done
+
+    monkeypatch.setattr(SandboxCrm, "_deactivate", staticmethod(late))
+    results = crm.apply([deactivate("p1"), deactivate("p2")])
+    assert [r.ok for r in results] == [False, True]
+    assert "refused after writing" in (results[0].error or "")
+    assert [p["active"] for p in crm.state()["products"]] == [True, False]
+    assert [c["outcome"] for c in crm.calls()][2:] == ["failed", "updated"]

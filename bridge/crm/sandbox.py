@@ -138,6 +138,10 @@ class _Refused(Exception):
     """This one operation is refused for good; the rest of the batch goes on."""
 
 
+class _HalfWritten(Exception):
+    """An operation failed after it had written: only a savepoint per operation can undo that."""
+
+
 # ---------------------------------------------------------------- values
 
 def _text(key: str, value: Any) -> str | None:
@@ -174,12 +178,18 @@ def _flag(key: str, value: Any) -> int:
 _CANONICAL_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?")
 
 
-def decimal_text(key: str, value: Any) -> str:
-    """A JSON number or decimal string as canonical decimal TEXT ('12.5', '-3', '0')."""
+def decimal_text(key: str, value: Any, name: str | None = None) -> str:
+    """A JSON number or decimal string as canonical decimal TEXT ('12.5', '-3', '0').
+
+    A refusal calls the value ``key``, or ``key 'name'`` when a name is given (so
+    that label is only built when needed: most values take the first return).
+    """
     if type(value) is str and len(value) <= 64 and value != "-0" and _CANONICAL_DECIMAL.fullmatch(value):
         return value
     if type(value) is int:  # exact already: Decimal(str(n)) formats back to str(n)
         return str(value)
+    if name is not None:
+        key = f"{key} {name!r}"
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
             isinstance(value, str) and len(value) > 64):
         raise _Refused(f"{key} must be a number, not {value!r}")
@@ -396,7 +406,6 @@ class SandboxCrm(CrmAdapter):
                     # may lose the last batches, never corrupt the file; fine for a sandbox.
                     conn.execute("PRAGMA synchronous = NORMAL")
                     conn.execute("PRAGMA wal_autocheckpoint = 10000")  # fewer checkpoints (fsyncs) in bulk loads
-                    conn.execute("PRAGMA cache_size = -65536")
                 return conn
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -487,15 +496,15 @@ class SandboxCrm(CrmAdapter):
         only rows it has just read (or found missing) in this same transaction, so no
         constraint can fail half-way through one: the batch runs without a savepoint
         per operation, which would cost about as much as the rest of an unchanged
-        write. Should a constraint fail anyway (a trigger someone added to the CRM,
-        say), that operation may be half-written: the batch is undone and run again
-        with a savepoint per operation, which makes the failure that one operation's
-        refusal and lets the others apply.
+        write. Should an operation fail after writing anyway (a constraint such as a
+        trigger someone added to the CRM, or a refusal that came too late), it may be
+        half-written: the batch is undone and run again with a savepoint per
+        operation, which makes the failure that one operation's refusal, as always.
         """
         conn.execute("SAVEPOINT batch")
         try:
             done = self._apply_ops(conn, ops, careful=False)
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, _HalfWritten):
             conn.execute("ROLLBACK TO batch")
             done = self._apply_ops(conn, ops, careful=True)
         conn.execute("RELEASE batch")
@@ -507,9 +516,12 @@ class SandboxCrm(CrmAdapter):
         return [self._apply_one(conn, op, calls, careful=careful) for op in ops], calls
 
     def _apply_one(self, conn: sqlite3.Connection, op: Operation, calls: list[CallRow], *, careful: bool) -> Result:
+        written = conn.total_changes  # rows written so far, triggers included
         try:
             done = self._perform_undoably(conn, op) if careful else self._perform(conn, op)
-        except _Refused as exc:  # a refusal leaves nothing behind: it comes before any write
+        except _Refused as exc:
+            if not careful and conn.total_changes != written:
+                raise _HalfWritten from exc
             result = Result(ok=False, retryable=False, error=f"{op.kind} {op.external_id!r}: {exc}")
             self._log(calls, op, result, "failed")
             return result
@@ -675,7 +687,7 @@ class SandboxCrm(CrmAdapter):
         for price_type, value in prices.items():
             if not isinstance(price_type, str) or not price_type:
                 raise _Refused(f"price type name {price_type!r} is not a name")
-            text = decimal_text(f"price {price_type!r}", value)
+            text = decimal_text("price", value, price_type)
             if current.get(price_type) != text:
                 writes.append((product_id, price_type, text))
         if writes:  # merged: price types the payload leaves out stay as they are
@@ -698,7 +710,7 @@ class SandboxCrm(CrmAdapter):
         for warehouse, value in (stock or {}).items():
             if not isinstance(warehouse, str) or not warehouse:
                 raise _Refused(f"warehouse name {warehouse!r} is not a name")
-            text = decimal_text(f"stock {warehouse!r}", value)
+            text = decimal_text("stock", value, warehouse)
             if merged.get(warehouse) != text:
                 writes.append((product_id, warehouse, text))
                 merged[warehouse] = text

@@ -160,9 +160,8 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
     # A big catalog writes hundreds of MB of outbox and journal: checkpoint (and fsync) every
-    # ~40 MB of WAL instead of every 4 MB, and keep more of the indexes in memory.
+    # ~40 MB of WAL instead of every 4 MB.
     conn.execute("PRAGMA wal_autocheckpoint = 10000")
-    conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA foreign_keys = ON")
     _migrate(conn)
     return conn

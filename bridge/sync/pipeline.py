@@ -350,16 +350,18 @@ class _RawSkip:
         self.plan = plan
         self.header: Header | None = None
         self.digests: dict[tuple[str, str], str] = {}
-        self._salt = b""
+        self._hasher = hashlib.blake2b(digest_size=16)
         self._seen: list[str] = []
 
     def __call__(self, kind: str, record_id: str, element: Any) -> bool:
         if self.names.changed:
-            self._salt = hashlib.blake2b(self.rules.encode() + self.names.version(), digest_size=16).digest()
+            salt = hashlib.blake2b(self.rules.encode() + self.names.version(), digest_size=16).digest()
+            self._hasher = hashlib.blake2b(key=salt, digest_size=16)  # keyed once, copied per record
         # UTF-8 serialisation of the subtree: the default (ASCII with character references for
         # every Cyrillic letter) costs five times as much.
-        xml = etree.tostring(element, encoding="utf-8", with_tail=False)
-        digest = hashlib.blake2b(xml, key=self._salt, digest_size=16).hexdigest()
+        hasher = self._hasher.copy()
+        hasher.update(etree.tostring(element, encoding="utf-8", with_tail=False))
+        digest = hasher.hexdigest()
         if state.fingerprint(self.conn, f"raw:{kind}", record_id) != digest:
             self.digests[(kind, record_id)] = digest
             return False
