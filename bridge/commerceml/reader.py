@@ -315,6 +315,8 @@ class FileReader:
 
     def _identify(self, element: etree._Element, is_offer: bool = False) -> str | None:
         """The record's Ид without building it; for offers also what they carry (the file's kind)."""
+        if is_offer and all(self._offer_shape.values()):
+            is_offer = False  # the kind is settled: only the Ид is needed (usually the first child)
         record_id = None
         for c in element:
             tag = local(c.tag)
