@@ -33,8 +33,9 @@ ROOT = "КоммерческаяИнформация"
 SECTIONS = {"Классификатор", "Каталог", "ПакетПредложений", "Контрагенты", "Документ"}
 _CONTAINERS = {"Группы", "Свойства", "ТипыЦен", "Склады", "ЕдиницыИзмерения"}
 _RECORD_ENDS = {"Товар", "Предложение", "Контрагент", "Документ"}
-_STARTS = {ROOT, "Классификатор", "Каталог", "ПакетПредложений", "Контрагенты", "Товары", "Предложения"}
-_TAGS = [f"{{*}}{name}" for name in sorted(_STARTS | SECTIONS | _CONTAINERS | _RECORD_ENDS)]
+# End events only: a section's attributes and ids are read when its first record ends (they
+# precede the records, so they are parsed by then). Start events would double the Python work.
+_TAGS = [f"{{*}}{name}" for name in sorted({ROOT} | SECTIONS | _CONTAINERS | _RECORD_ENDS)]
 _KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
 MAX_STORED_PROBLEMS = 1000
 _HEAD = 65536
@@ -102,6 +103,7 @@ class FileReader:
         self._validator: RecordValidator | NoRecordCheck | None = None
         self._current: tuple[etree._Element, int] | None = None
         self._root_closed = False
+        self._entered: set[str] = set()  # top-level sections whose header has been read
 
     # -- results -----------------------------------------------------------
     @property
@@ -143,7 +145,7 @@ class FileReader:
         source = _CountingReader(raw, guard)
         user = StreamingUserValidation(self.user_schema, self._sniff_namespace(raw)) if self.user_schema else None
         context = etree.iterparse(
-            str(self.path) if direct else source, events=("start", "end"), tag=_TAGS, resolve_entities=False,
+            str(self.path) if direct else source, events=("end",), tag=_TAGS, resolve_entities=False,
             no_network=True,
             load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True,
             schema=user.schema if user else None)
@@ -153,9 +155,6 @@ class FileReader:
                 if not root_seen:
                     root_seen = True
                     self._check_root(element.getroottree().getroot())
-                if event == "start":
-                    self._on_start(element)
-                    continue
                 if element.getparent() is None:
                     self._root_closed = True
                 yield from self._on_end(element)
@@ -242,17 +241,20 @@ class FileReader:
         # schema in the streaming pass; each record is then not checked a second time.
         self._validator = RecordValidator(self.level, namespace, self) if self._check_records else NoRecordCheck()
 
-    def _on_start(self, element: etree._Element) -> None:
-        name = local(element.tag)
-        parent = element.getparent()
-        parent_name = local(parent.tag) if parent is not None else ""
-        if name in SECTIONS and name != "Документ" and parent_name in (ROOT, "Контейнер"):
-            self.header.sections.add(name)
-            attribute = element.get("СодержитТолькоИзменения")
-            if attribute is not None:
-                self.header.only_changes[name] = flag(attribute)
-        elif name in ("Товары", "Предложения") and parent_name in ("Каталог", "ПакетПредложений"):
-            self._read_section_ids(parent)
+    def _enter_section(self, section: etree._Element) -> None:
+        """First sight of a top-level section: its attributes and the ids before its records."""
+        name = local(section.tag)
+        if name in self._entered:
+            return
+        self._entered.add(name)
+        parent = section.getparent()
+        if parent is None or local(parent.tag) not in (ROOT, "Контейнер"):
+            return
+        self.header.sections.add(name)
+        attribute = section.get("СодержитТолькоИзменения")
+        if attribute is not None:
+            self.header.only_changes[name] = flag(attribute)
+        self._read_section_ids(section)
 
     def _read_section_ids(self, section: etree._Element) -> None:
         """Ids and the old element form of СодержитТолькоИзменения, which precede the records."""
@@ -275,16 +277,22 @@ class FileReader:
         parent = element.getparent()
         parent_name = local(parent.tag) if parent is not None else ""
         if name == "Товар":
-            if parent_name == "Товары" and local(parent.getparent().tag) == "Каталог":
+            if parent_name == "Товары" and local((section := parent.getparent()).tag) == "Каталог":
+                if "Каталог" not in self._entered:
+                    self._enter_section(section)
                 self.counts["products"] += 1
                 yield from self._record(element, "products", "product", lambda e: build.product(
                     e, self._dictionaries, self.header.catalog_id))
         elif name == "Предложение":
+            if "ПакетПредложений" not in self._entered and parent is not None and parent.getparent() is not None:
+                self._enter_section(parent.getparent())
             self.counts["offers"] += 1
             yield from self._record(element, "offers", "offer", lambda e: build.offer(
                 e, self._warn, self._dictionaries, self.header.package_id, self.header.package_catalog_id))
         elif name == "Контрагент":
             if parent_name == "Контрагенты" and local(parent.getparent().tag) in (ROOT, "Контейнер"):
+                if "Контрагенты" not in self._entered:
+                    self._enter_section(parent)
                 self.counts["counterparties"] += 1
                 yield from self._record(element, "counterparties", "counterparty", build.counterparty)
         elif name == "Документ":
@@ -293,9 +301,12 @@ class FileReader:
             yield from self._record(element, "documents", "document", lambda e: build.document(e, self._warn))
         elif name in _CONTAINERS:
             if parent_name in ("Классификатор", "ПакетПредложений", "Каталог"):
+                if parent_name not in self._entered:
+                    self._enter_section(parent)
                 yield from self._container(element, name)
         elif name in SECTIONS:
             if parent_name in (ROOT, "Контейнер"):
+                self._enter_section(element)
                 self._read_section_ids(element)
                 element.clear(keep_tail=False)
 
