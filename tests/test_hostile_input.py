@@ -169,3 +169,14 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert code == 2
     code, _ = run_cli("validate")
     assert code == 2
+
+
+def test_commerceml_3_offer_changes_read_as_offers(tmp_path: Path) -> None:
+    path = _write(tmp_path, "rests.xml", '<?xml version="1.0" encoding="UTF-8"?>\n'
+                  '<КоммерческаяИнформация xmlns="urn:1C.ru:commerceml_3" ВерсияСхемы="3.1">\n'
+                  '<ИзмененияПакетаПредложений СодержитТолькоИзменения="true"><Ид>c#</Ид><ИдКаталога>c</ИдКаталога>'
+                  "<Предложения><Предложение><Ид>p1</Ид><Остатки><Остаток><Количество>3</Количество></Остаток>"
+                  "</Остатки></Предложение></Предложения></ИзмененияПакетаПредложений></КоммерческаяИнформация>\n")
+    code, [report] = inspect_json(path)
+    assert code == 0
+    assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == ("rests", 1, True)

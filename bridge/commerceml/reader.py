@@ -462,6 +462,9 @@ def _kind(header: Header, counts: dict[str, int], shape: dict[str, bool], file_n
     kinds: list[str] = []
     # A classifier travels with offers too (price types, warehouses, properties);
     # it makes a file a catalog only when nothing else is in it.
+    # CommerceML 3 sends offer changes as ИзмененияПакетаПредложений: offers all the same.
+    if "ИзмененияПакетаПредложений" in header.sections:
+        header.sections.add("ПакетПредложений")
     others = {"ПакетПредложений", "Контрагенты", "Документ"} & header.sections
     if "Каталог" in header.sections or ("Классификатор" in header.sections and not others):
         kinds.append("catalog")
