@@ -62,7 +62,9 @@ def _run(config_path: Path, items_factory: Any, *, dry_run: bool, force: bool, s
     config = load_config(config_path)
     progress = TerminalProgress()
     with state_connection(config, dry_run=dry_run) as conn:
-        pipeline = Pipeline(conn, config, dry_run=dry_run, force=force, progress=progress)
+        # Progress only for a person watching: counting bytes costs the reader its fastest path.
+        pipeline = Pipeline(conn, config, dry_run=dry_run, force=force,
+                            progress=progress if progress.enabled else None)
         outcomes: list[FileOutcome] = []
         with items_factory(conn) as items:
             for item in items:

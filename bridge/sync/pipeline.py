@@ -132,7 +132,7 @@ class Pipeline:
         names = Names(self.conn)
         plan = _plan()
         raw = _RawSkip(self.conn, file_id, names, self.rules, plan)
-        reader = FileReader(path, name, progress=progress, skip=raw)
+        reader = FileReader(path, name, progress=progress if self.progress is not None else None, skip=raw)
         raw.header = reader.header
         self._raw = raw
         chunk: list[Record] = []
