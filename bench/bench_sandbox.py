@@ -23,6 +23,9 @@ prints figures.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -36,8 +39,12 @@ from bridge.crm.base import SET_PRICES, SET_STOCK, UPSERT_PRODUCT, Operation  # 
 from bridge.crm.sandbox import SandboxCrm  # noqa: E402
 
 
+def product_id(i: int) -> str:
+    return f"00000000-0000-0000-0000-{i:012d}"  # the shape of a 1C Ид
+
+
 def product_op(i: int) -> Operation:
-    external_id = f"00000000-0000-0000-0000-{i:012d}"
+    external_id = product_id(i)
     payload = {
         "external_id": external_id, "parent_external_id": None, "name": f"Чайник электрический модель {i}",
         "sku": f"SKU-{i:06d}", "barcode": f"46{i:011d}", "code": f"{i:09d}", "full_name": f"Чайник {i}, 1.7 л",
@@ -51,12 +58,12 @@ def product_op(i: int) -> Operation:
 
 
 def variant_id(i: int) -> str:
-    return f"00000000-0000-0000-0000-{i // 6 * 10:012d}#{i:08d}"
+    return f"{product_id(i)}#{i % 7:08d}"  # product Ид#characteristic Ид: one variant of each of the first products
 
 
 def variant_op(i: int) -> Operation:
     external_id = variant_id(i)
-    payload = {"external_id": external_id, "parent_external_id": external_id.split("#")[0],
+    payload = {"external_id": external_id, "parent_external_id": product_id(i),
                "name": f"Цвет: вариант {i % 7}", "characteristics": {"Цвет": f"вариант {i % 7}"}, "active": True,
                "unit": {"code": "796", "name": "шт"}}
     return Operation(UPSERT_PRODUCT, external_id, payload)
@@ -64,7 +71,7 @@ def variant_op(i: int) -> Operation:
 
 def offer_targets(products: int, variants: int) -> list[str]:
     """Every product and variant gets one offer (prices and stock): 160k of each at full scale."""
-    return [f"00000000-0000-0000-0000-{i:012d}" for i in range(products)] + [variant_id(i) for i in range(variants)]
+    return [product_id(i) for i in range(products)] + [variant_id(i) for i in range(variants)]
 
 
 def prices_op(external_id: str, n: int, round_: int) -> Operation:
@@ -139,7 +146,7 @@ def report(title: str, runs: list[Timings]) -> None:
     print(f"{title}  (µs per op; best and median of {len(runs)})")
     for label, (count, _) in runs[0].items():
         per_op = sorted(run[label][1] * 1e6 / count for run in runs)
-        print(f"  {label:<36} {count:>8} ops  best {per_op[0]:7.1f}  median {statistics.median(per_op):7.1f}",
+        print(f"  {label:<44} {count:>7} ops  best {per_op[0]:7.1f}  median {statistics.median(per_op):7.1f}",
               flush=True)
 
 
@@ -150,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", choices=("kinds", "mix"), help="run one part only")
     args = parser.parse_args(argv)
     products, variants = args.products, args.products * 6 // 10
+    print(f"sandbox CRM: {products} products, {variants} variants; Python {platform.python_version()}, "
+          f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs")
     parts = {"kinds": ("per kind (first apply, then the same again)", per_kind),
              "mix": ("mix (products, then variants, prices and stock per offer)", mix)}
     for name, (title, part) in parts.items():
