@@ -264,3 +264,48 @@ def test_unchanged_reexport_under_new_names_makes_no_calls(cfg: Path, tmp_path: 
         if n == 1:
             calls = dump(cfg)["calls"]
     assert dump(cfg)["calls"] == calls
+
+
+def test_unchanged_goods_are_not_even_built_after_the_offers_file(cfg: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The price types and warehouses an offers file brings must not make every product of the
+    # next (unchanged) catalog look new: products depend on groups, properties and units only.
+    from bridge.commerceml import build
+
+    goods = [x.product(f"p{i}", f"Товар {i}") for i in range(6)]
+    stamp = lambda text, day: text.replace("2026-11-20T10:00:00", f"2026-11-2{day}T10:00:00")  # noqa: E731
+    for day in (1, 2):
+        x.write(tmp_path / str(day), "import.xml", stamp(x.catalog(goods), day))
+        x.write(tmp_path / str(day), "offers.xml", stamp(x.offers([x.offer(f"p{i}", retail="5") for i in range(6)]), day))
+    ingest(cfg, tmp_path / "1")
+    calls = dump(cfg)["calls"]
+    built: list[str] = []
+    real_product, real_offer = build.product, build.offer
+    monkeypatch.setattr(build, "product", lambda e, *a: built.append("product") or real_product(e, *a))
+    monkeypatch.setattr(build, "offer", lambda e, *a: built.append("offer") or real_offer(e, *a))
+    ingest(cfg, tmp_path / "2")
+    assert built == [] and dump(cfg)["calls"] == calls
+
+
+@pytest.mark.parametrize("bulk_after", [0, 3, 10_000])
+def test_unchanged_check_is_exact_one_by_one_and_in_bulk(cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          bulk_after: int) -> None:
+    # Past a number of lookups a file loads every digest at once; both ways must find the same changes.
+    from bridge.sync import rawskip
+
+    monkeypatch.setattr(rawskip, "BULK_AFTER", bulk_after)
+    goods = [x.product(f"p{i}", f"Товар {i}") for i in range(30)]
+    x.write(tmp_path / "1", "import.xml", x.catalog(goods, full=False))
+    x.write(tmp_path / "1", "offers.xml", x.offers([x.offer(f"p{i}", retail=str(i + 1)) for i in range(30)]))
+    ingest(cfg, tmp_path / "1")
+    calls = dump(cfg)["calls"]
+    goods[17] = x.product("p17", "Товар 17 (новое имя)")
+    x.write(tmp_path / "2", "import.xml", x.catalog(goods, full=False).replace("10:00:00", "11:00:00"))
+    x.write(tmp_path / "2", "offers.xml", x.offers([x.offer(f"p{i}", retail=str(i + 1 + (i == 4))) for i in range(30)])
+            .replace("10:00:00", "11:00:00"))
+    ingest(cfg, tmp_path / "2")
+    after = dump(cfg)
+    assert after["calls"] == calls + 2  # the renamed product and the one new price
+    by_id = {p["external_id"]: p for p in after["products"]}
+    assert by_id["p17"]["name"] == "Товар 17 (новое имя)" and by_id["p4"]["prices"] == {"Розничная": 6}
+    assert by_id["p5"]["prices"] == {"Розничная": 6}

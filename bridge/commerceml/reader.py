@@ -36,7 +36,7 @@ _RECORD_ENDS = {"Товар", "Предложение", "Контрагент", 
 # End events only: a section's attributes and ids are read when its first record ends (they
 # precede the records, so they are parsed by then). Start events would double the Python work.
 _TAGS = [f"{{*}}{name}" for name in sorted({ROOT} | SECTIONS | _CONTAINERS | _RECORD_ENDS)]
-_KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
+KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
 MAX_STORED_PROBLEMS = 1000
 _HEAD = 65536
 
@@ -78,7 +78,8 @@ class FileReader:
                  data: bytes | None = None) -> None:
         """build=False: check, identify and count goods and offers without building their records
         (what ``inspect`` needs). skip(kind, Ид, element): called for each product and offer before it
-        is built; True means the caller already has it (unchanged) and it is not built."""
+        is checked and built; True means the caller already has these bytes (it took them, checked,
+        before) and the record is neither checked again nor built."""
         self.path = Path(path)
         self.name = display_name or str(path)
         self.level = level
@@ -233,7 +234,7 @@ class FileReader:
         self.header.namespace = namespace
         self.header.schema_version = root.get("ВерсияСхемы")
         self.header.generated_at = root.get("ДатаФормирования")
-        if namespace and not namespace.startswith(_KNOWN_NAMESPACE):
+        if namespace and not namespace.startswith(KNOWN_NAMESPACE):
             self.report(WARNING, root.sourceline or 1, f"/{ROOT}", f"unexpected namespace '{namespace}'; read by element names anyway")
         if not self.header.schema_version:
             self.report(WARNING, root.sourceline or 1, f"/{ROOT}", "ВерсияСхемы is missing; the file is read as CommerceML 2")
@@ -315,11 +316,17 @@ class FileReader:
         assert self._validator is not None
         index = self.counts[count_key]
         self._current = (element, index)
+        quick = (not self.build and what == "document") or ((not self.build or self.skip is not None)
+                                                             and what in ("product", "offer"))
+        record_id = self._identify(element, what == "offer") if quick else None  # a document's Ид: the same way
+        if record_id is not None and self.build and self.skip is not None and self.skip(what, record_id, element):
+            # The caller knows these very bytes: they passed the same checks when it took them.
+            self._current = None
+            _drop(element)
+            return
         self._validator.check(element, index)
-        if (not self.build and what == "document") or ((not self.build or self.skip is not None)
-                                                         and what in ("product", "offer")):
-            record_id = self._identify(element, what == "offer")  # a document's Ид is found the same way
-            if record_id is None or not self.build or (self.skip is not None and self.skip(what, record_id, element)):
+        if quick:
+            if record_id is None or not self.build:
                 if record_id is None:
                     self.skipped += 1
                     self.report(SKIPPED, element.sourceline or 0, record_path(element, index),

@@ -24,7 +24,7 @@ class Names:
         self.pending: dict[tuple[str, str], DictionaryEntry] = {}  # this file's entries, written at commit
         self._cache: dict[tuple[str, str], str | None] = {}
         self._values: dict[str, dict[str, str]] = {}
-        self.changed = True  # learned something since version() was last asked
+        self.generation = 0  # grows with every entry learned: a cached version() is stale when it moved
 
     def learn(self, record: Record) -> bool:
         """Keep a classifier record; False when the record is not a classifier entry."""
@@ -44,22 +44,27 @@ class Names:
             return False
         self.pending[(entry[0], entry[1])] = entry
         self._cache[(entry[0], entry[1])] = entry[2]
-        self.changed = True
+        self.generation += 1
         return True
 
-    def version(self) -> bytes:
-        """A digest of every name a record's CRM payload can depend on (state and this file).
+    def version(self, entities: tuple[str, ...]) -> bytes:
+        """A digest of every name of these kinds (state and this file).
 
-        Goods and offers are skipped by the digest of their XML only while this
-        stays the same: a renamed price type changes what an unchanged offer means.
+        Goods and offers are skipped by the digest of their XML only while the
+        names they depend on stay the same: a renamed price type changes what an
+        unchanged offer means. Only the kinds a record uses count, so the price
+        types an offers file brings do not make every product of the next
+        catalog look changed.
         """
-        rows = {(e, i): (n, d) for e, i, n, d in self.conn.execute("SELECT entity, external_id, name, data FROM dictionary")}
-        for key, (_, _, name, data) in self.pending.items():
-            rows[key] = (name, dumps(data) if data is not None else None)
+        marks = ",".join("?" * len(entities))
+        rows = {(e, i): (n, d) for e, i, n, d in self.conn.execute(
+            f"SELECT entity, external_id, name, data FROM dictionary WHERE entity IN ({marks})", entities)}
+        for key, (entity, _, name, data) in self.pending.items():
+            if entity in entities:
+                rows[key] = (name, dumps(data) if data is not None else None)
         digest = hashlib.blake2b(digest_size=16)
         for key in sorted(rows):
             digest.update(repr((key, rows[key])).encode("utf-8"))
-        self.changed = False
         return digest.digest()
 
     def name(self, entity: str, external_id: str) -> str | None:

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
-
 from bridge.commerceml.files import InputFile
 from bridge.commerceml.header import Header
 from bridge.commerceml.problems import ERROR, Problem
@@ -37,6 +35,7 @@ from bridge.sync import archive, mapping
 from bridge.sync.codec import offer_from_json, offer_to_json
 from bridge.sync.deactivation import Decision, deactivate
 from bridge.sync.names import Names
+from bridge.sync.rawskip import RawSkip
 
 log = logging.getLogger(__name__)
 CHUNK = 2000
@@ -131,7 +130,7 @@ class Pipeline:
 
         names = Names(self.conn)
         plan = _plan()
-        raw = _RawSkip(self.conn, file_id, names, self.rules, plan)
+        raw = RawSkip(self.conn, file_id, names, self.rules, plan)
         reader = FileReader(path, name, progress=progress if self.progress is not None else None, skip=raw)
         raw.header = reader.header
         self._raw = raw
@@ -331,52 +330,6 @@ class Pipeline:
             state.rewait(self.conn, still)
             journal.write_many(self.conn, entries)
         return len(released)
-
-
-class _RawSkip:
-    """Skips goods and offers whose XML is what was last sent, before they are even built.
-
-    The digest covers the record's bytes, the mapping rules and every
-    classifier name (Names.version), so an unchanged re-export costs a parse,
-    a schema check, a hash and one lookup per record.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, file_id: int, names: Names, rules: Any,
-                 plan: defaultdict[str, dict[str, int]]) -> None:
-        self.conn = conn
-        self.file_id = file_id
-        self.names = names
-        self.rules = dumps(rules.__class__.__name__) + dumps({k: getattr(rules, k) for k in rules.__slots__})
-        self.plan = plan
-        self.header: Header | None = None
-        self.digests: dict[tuple[str, str], str] = {}
-        self._hasher = hashlib.blake2b(digest_size=16)
-        self._seen: list[str] = []
-
-    def __call__(self, kind: str, record_id: str, element: Any) -> bool:
-        if self.names.changed:
-            salt = hashlib.blake2b(self.rules.encode() + self.names.version(), digest_size=16).digest()
-            self._hasher = hashlib.blake2b(key=salt, digest_size=16)  # keyed once, copied per record
-        # UTF-8 serialisation of the subtree: the default (ASCII with character references for
-        # every Cyrillic letter) costs five times as much.
-        hasher = self._hasher.copy()
-        hasher.update(etree.tostring(element, encoding="utf-8", with_tail=False))
-        digest = hasher.hexdigest()
-        if state.fingerprint(self.conn, f"raw:{kind}", record_id) != digest:
-            self.digests[(kind, record_id)] = digest
-            return False
-        self.plan[kind]["unchanged"] += 1
-        if kind == "product" and "#" not in record_id and self.header is not None and self.header.is_full_catalog:
-            self._seen.append(record_id)
-            if len(self._seen) >= CHUNK:
-                self.flush_seen()
-        return True
-
-    def flush_seen(self) -> None:
-        if self._seen:
-            with transaction(self.conn):
-                state.mark_seen(self.conn, self.file_id, self._seen)
-            self._seen = []
 
 
 def _moment(value: str | None) -> str | None:
