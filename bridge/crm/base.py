@@ -41,6 +41,9 @@ class Operation:
     match: dict[str, Any] | None = None
     create_only: list[str] = field(default_factory=list)
     id: int = 0  # the outbox row, so results can be matched back
+    # The payload as the outbox keeps it (canonical JSON), when the operation came from there:
+    # an adapter that logs or sends JSON may use it instead of encoding the payload again.
+    payload_text: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

@@ -546,7 +546,8 @@ class SandboxCrm(CrmAdapter):
 
     def _log(self, calls: list[CallRow], op: Operation, result: Result, outcome: str) -> None:
         """Add the call-log row of ``op``; ``apply`` inserts the batch's rows together, before COMMIT."""
-        calls.append((_now(), str(op.kind), str(op.external_id), _dumps_for_log(op.payload),
+        payload = op.payload_text if op.payload_text is not None else _dumps_for_log(op.payload)
+        calls.append((_now(), str(op.kind), str(op.external_id), payload,
                       "" if op.match is None else _dumps_for_log(op.match),
                       _dumps_for_log(list(op.create_only)) if op.create_only else "",
                       int(result.ok), outcome, result.crm_id or "", result.error or ""))

@@ -49,8 +49,12 @@ class Intent:
         return cls(**data)
 
 
+# Canonical (sorted, compact) so equal payloads are equal text; built once, not per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent], status: str) -> int:
@@ -95,14 +99,15 @@ def due(conn: sqlite3.Connection, limit: int, *, kinds: tuple[str, ...] | None =
         f" WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
     return [Pending(Operation(kind=r[2], external_id=r[4], payload=json.loads(r[5]),
                               match=json.loads(r[6]) if r[6] else None,
-                              create_only=json.loads(r[7]) if r[7] else [], id=r[0]),
+                              create_only=json.loads(r[7]) if r[7] else [], id=r[0], payload_text=r[5]),
                     entity=r[3], file_id=r[1], attempts=r[8]) for r in rows]
 
 
 def mark_done(conn: sqlite3.Connection, ids: list[int]) -> None:
-    stamp = now()
-    conn.executemany("UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL WHERE id = ?",
-                     [(stamp, i) for i in ids])
+    # One statement for the batch: a delivery marks every operation it sends.
+    if ids:
+        conn.execute("UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL"
+                     " WHERE id IN (SELECT value FROM json_each(?))", (now(), json.dumps(ids)))
 
 
 def mark_failed(conn: sqlite3.Connection, failures: list[tuple[int, str]]) -> None:

@@ -43,9 +43,18 @@ _MISSING = object()
 Progress = Callable[[str, int, int, int], None]  # name, bytes read, size, records
 
 
+_PLAIN_TRAILERS: dict[str, bytes] = {}  # kind -> the trailer of an intent without match or create_only
+
+
 def fingerprint(intent: Intent) -> str:
     digest = hashlib.blake2b(intent.serialized().encode("utf-8"), digest_size=16)
-    digest.update(dumps([intent.kind, intent.match, intent.create_only]).encode("utf-8"))
+    if intent.match is None and intent.create_only is None:  # most intents: the same trailer per kind
+        trailer = _PLAIN_TRAILERS.get(intent.kind)
+        if trailer is None:
+            trailer = _PLAIN_TRAILERS[intent.kind] = dumps([intent.kind, None, None]).encode("utf-8")
+    else:
+        trailer = dumps([intent.kind, intent.match, intent.create_only]).encode("utf-8")
+    digest.update(trailer)
     return digest.hexdigest()
 
 
