@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_ingest import restamp  # noqa: E402
 from bitrix24_emulator import Emulator  # noqa: E402
 from generate_catalog import generate  # noqa: E402
+from verdict import verdict  # noqa: E402
 
 OUT_ROOT = ROOT / "bench" / "out"
 TARGET_SHARE = 0.90
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [(f"throughput after the burst >= {TARGET_SHARE:.0%} of the limit", rate >= TARGET_SHARE * allowed),
               ("no request rejected after the first burst", refused_after == 0),
               ("unchanged re-push makes zero write calls", repush_writes == 0)]
-    for label, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {label}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from verdict import verdict  # the bench folder is the script's own: on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 HEAD = ('\ufeff<?xml version="1.0" encoding="UTF-8"?>\n<КоммерческаяИнформация xmlns="urn:1C.ru:commerceml_2" '
         'ВерсияСхемы="2.09" ДатаФормирования="2026-11-20T10:00:00">\n')
@@ -100,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"idle {args.idle:.0f} s: CPU {cpu:.2f}% of one core, RSS {rss:.1f} MB (peak {peak:.1f} MB)")
     checks = [(f"every file applied within {budget:.1f} s", max(latencies) <= budget),
               ("idle CPU < 1% of one core", cpu < 1.0), ("idle RSS < 60 MB", rss < 60.0)]
-    for label, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {label}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inspect import OUT_ROOT, measure  # noqa: E402
 from generate_catalog import STAMP_DATE, generate  # noqa: E402
+from verdict import verdict  # noqa: E402
 
 MAX_FIRST = 4.0
 MAX_REINGEST = 1.5
@@ -93,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [(f"first ingest <= {MAX_FIRST}x inspect", first_ratio <= MAX_FIRST),
               (f"unchanged re-ingest <= {MAX_REINGEST}x inspect", second_ratio <= MAX_REINGEST),
               ("unchanged re-ingest makes zero write calls", calls_second == 0)]
-    for label, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {label}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from verdict import verdict  # the bench folder is the script's own: on sys.path
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 OUT_ROOT = BENCH_DIR / "out"
@@ -193,9 +195,7 @@ def report(rows: list[Row]) -> bool:
         growth = (large.subj.rss_mb / small.subj.rss_mb - 1) * 100 if ok else float("nan")
         checks.append((f"subject RSS growth N={small.n} -> N={large.n} = {growth:+.1f}% < {MAX_GROWTH_PCT:.0f}%",
                        ok and growth < MAX_GROWTH_PCT))
-    for label, passed in checks:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    return all(passed for _, passed in checks)
+    return verdict(checks) == 0
 
 
 def main(argv: list[str] | None = None) -> int:
