@@ -373,7 +373,7 @@ def test_a_refusal_after_a_write_leaves_nothing_behind(crm: SandboxCrm, monkeypa
     def late(conn: sqlite3.Connection, external_id: str) -> Any:
         done = real(conn, external_id)
         if external_id == "p1":
-            raise sandbox._Refused("refused after writing")
+            raise sandbox.Refused("refused after writing")
         return done
 
     monkeypatch.setattr(SandboxCrm, "_deactivate", staticmethod(late))

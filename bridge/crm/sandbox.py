@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bridge.crm import sandbox_deals
+from bridge.crm import values as checks
+from bridge.crm.values import Refused
 from bridge.crm.base import (DEACTIVATE_PRODUCT, LINK_DEAL, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT,
                              UPSERT_DEAL, UPSERT_PRODUCT, CrmAdapter, DealSnapshot, Operation, Result)
 from bridge.errors import PermanentError, TransientError, UserError
@@ -134,43 +136,14 @@ def _statements(script: str) -> Iterator[str]:
         raise ValueError(f"incomplete SQL statement: {pending!r}")
 
 
-class _Refused(Exception):
-    """This one operation is refused for good; the rest of the batch goes on."""
-
-
 class _HalfWritten(Exception):
     """An operation failed after it had written: only a savepoint per operation can undo that."""
 
 
 # ---------------------------------------------------------------- values
 
-def _text(key: str, value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):  # numeric codes, barcodes
-        return str(value)
-    raise _Refused(f"{key} must be text, not {type(value).__name__}")
-
-
-def _ident(key: str, value: Any) -> str | None:
-    """Identifiers (ИНН, КПП, SKU, e-mail) compare exactly, so trim them and let blank mean none."""
-    text = _text(key, value)
-    if text is None:
-        return None
-    return text.strip() or None
-
-
-def _name(key: str, value: Any) -> str:
-    text = _text(key, value)
-    if text is None or not text.strip():
-        raise _Refused(f"{key} must not be empty")
-    return text
-
-
 def _flag(key: str, value: Any) -> int:
-    if isinstance(value, bool) or value in (0, 1):
-        return int(value)
-    raise _Refused(f"{key} must be true or false, not {value!r}")
+    return int(checks.flag(key, value))  # stored as SQLite's 0/1
 
 
 # Text that is already canonical decimal TEXT: what the pipeline sends (bridge.sync.mapping.number),
@@ -192,14 +165,14 @@ def decimal_text(key: str, value: Any, name: str | None = None) -> str:
         key = f"{key} {name!r}"
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
             isinstance(value, str) and len(value) > 64):
-        raise _Refused(f"{key} must be a number, not {value!r}")
+        raise Refused(f"{key} must be a number, not {value!r}")
     try:
         # repr(float) is the shortest text giving that float: 0.1 stays 0.1.
         number = Decimal(repr(value) if isinstance(value, float) else str(value).strip().replace(",", "."))
     except InvalidOperation:
-        raise _Refused(f"{key} must be a number, not {value!r}") from None
+        raise Refused(f"{key} must be a number, not {value!r}") from None
     if not number.is_finite():
-        raise _Refused(f"{key} must be a finite number, not {value!r}")
+        raise Refused(f"{key} must be a finite number, not {value!r}")
     text = format(number, "f")  # no exponent; no rounding to the context's precision either
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -250,14 +223,14 @@ def _dumps(value: Any) -> str:
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        raise _Refused(f"payload is not plain JSON: {exc}") from None
+        raise Refused(f"payload is not plain JSON: {exc}") from None
 
 
 def _dumps_for_log(value: Any) -> str:
     """The audit log must record even the payload that was refused for not being JSON."""
     try:
         return _dumps(value)
-    except _Refused:
+    except Refused:
         return json.dumps(repr(value), ensure_ascii=False)
 
 
@@ -283,13 +256,14 @@ class _Entity:
         return (*self.columns, *self.derived)
 
 
-PRODUCT = _Entity("products", {"parent_external_id": _text, "name": _name, "sku": _ident, "barcode": _ident,
-                               "active": _flag}, ("name",), ("sku", "barcode"))
-COMPANY = _Entity("companies", {"name": _name, "inn": _ident, "kpp": _ident, "full_name": _text},
-                  ("name",), ("inn", "kpp"))
-CONTACT = _Entity("contacts", {"name": _name, "email": _ident, "phone": _ident}, ("name",), ("email", "phone"))
-DEAL = _Entity("deals", {"number": _name, "date": _text, "amount": _number_or_none, "currency": _text,
-                         "company_external_id": _text, "stage": _text}, ("number",), ("number",),
+PRODUCT = _Entity("products", {"parent_external_id": checks.text, "name": checks.name, "sku": checks.ident,
+                               "barcode": checks.ident, "active": _flag}, ("name",), ("sku", "barcode"))
+COMPANY = _Entity("companies", {"name": checks.name, "inn": checks.ident, "kpp": checks.ident,
+                                "full_name": checks.text}, ("name",), ("inn", "kpp"))
+CONTACT = _Entity("contacts", {"name": checks.name, "email": checks.ident, "phone": checks.ident}, ("name",),
+                  ("email", "phone"))
+DEAL = _Entity("deals", {"number": checks.name, "date": checks.text, "amount": _number_or_none, "currency": checks.text,
+                         "company_external_id": checks.text, "stage": checks.text}, ("number",), ("number",),
                {"facts": dict, "lines": list}, ("company_id",))
 _ENTITIES = {UPSERT_PRODUCT: PRODUCT, UPSERT_COMPANY: COMPANY, UPSERT_CONTACT: CONTACT, UPSERT_DEAL: DEAL}
 
@@ -519,7 +493,7 @@ class SandboxCrm(CrmAdapter):
         written = conn.total_changes  # rows written so far, triggers included
         try:
             done = self._perform_undoably(conn, op) if careful else self._perform(conn, op)
-        except _Refused as exc:
+        except Refused as exc:
             if not careful and conn.total_changes != written:
                 raise _HalfWritten from exc
             result = Result(ok=False, retryable=False, error=f"{op.kind} {op.external_id!r}: {exc}")
@@ -535,11 +509,11 @@ class SandboxCrm(CrmAdapter):
         conn.execute("SAVEPOINT op")
         try:
             done = self._perform(conn, op)
-        except (_Refused, sqlite3.IntegrityError) as exc:
+        except (Refused, sqlite3.IntegrityError) as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
             if isinstance(exc, sqlite3.IntegrityError):
-                raise _Refused(str(exc)) from exc
+                raise Refused(str(exc)) from exc
             raise
         conn.execute("RELEASE op")
         return done
@@ -553,14 +527,8 @@ class SandboxCrm(CrmAdapter):
                       int(result.ok), outcome, result.crm_id or "", result.error or ""))
 
     def _perform(self, conn: sqlite3.Connection, op: Operation) -> _Done:
-        """Carry out ``op``: every check (and ``_Refused``) first, then only the writes that change something."""
-        payload = op.payload
-        if not isinstance(payload, dict):
-            raise _Refused(f"payload must be an object, not {type(payload).__name__}")
-        if not isinstance(op.external_id, str) or not op.external_id:
-            raise _Refused("the external id is empty")
-        if payload.get("external_id", op.external_id) != op.external_id:
-            raise _Refused(f"payload external_id {payload['external_id']!r} differs from the operation's")
+        """Carry out ``op``: every check (and ``Refused``) first, then only the writes that change something."""
+        payload = checks.checked_payload(op)
         entity = _ENTITIES.get(op.kind)
         if entity is not None:
             return self._upsert(conn, entity, op)
@@ -574,9 +542,9 @@ class SandboxCrm(CrmAdapter):
             try:
                 row_id, changed = sandbox_deals.link_deal(conn, payload)
             except LookupError as exc:
-                raise _Refused(str(exc)) from None
+                raise Refused(str(exc)) from None
             return _Done(row_id, created=False, changed=changed)
-        raise _Refused(f"unknown operation kind {op.kind!r}")
+        raise Refused(f"unknown operation kind {op.kind!r}")
 
     def _upsert(self, conn: sqlite3.Connection, entity: _Entity, op: Operation) -> _Done:
         payload = op.payload
@@ -584,7 +552,7 @@ class SandboxCrm(CrmAdapter):
         extra = {key: value for key, value in payload.items() if key not in entity.columns and key != "external_id"}
         for key, shape in entity.shapes.items():
             if extra.get(key) is not None and not isinstance(extra[key], shape):
-                raise _Refused(f"{key} must be {'an object' if shape is dict else 'a list'}")
+                raise Refused(f"{key} must be {'an object' if shape is dict else 'a list'}")
         row = self._current(conn, entity, op.external_id)
         adoption = None if row is not None else self._adoptable(conn, entity, op)
         if adoption is not None:
@@ -597,11 +565,11 @@ class SandboxCrm(CrmAdapter):
             company = values["company_external_id"]
             values["company_id"] = None if company is None else self._company_id(conn, company)
             if company is not None and values["company_id"] is None:
-                raise _Refused(f"the CRM has no company with external id {company!r}")
+                raise Refused(f"the CRM has no company with external id {company!r}")
         if row is None:
             missing = [key for key in entity.required if values.get(key) is None]
             if missing:
-                raise _Refused(f"cannot create without {', '.join(missing)}")
+                raise Refused(f"cannot create without {', '.join(missing)}")
             values.update(external_id=op.external_id, data=_dumps(extra))
             cursor = conn.execute(_insert_sql(entity.table, tuple(values)), tuple(values.values()))
             return _Done(int(cursor.lastrowid or 0), created=True, changed=True)
@@ -651,12 +619,12 @@ class SandboxCrm(CrmAdapter):
         if not op.match:
             return None
         if not isinstance(op.match, dict):
-            raise _Refused("match must be an object")
+            raise Refused("match must be an object")
         unknown = sorted(set(op.match) - set(entity.matchable))
         if unknown:
-            raise _Refused(f"cannot match {entity.table} by {', '.join(unknown)} "
+            raise Refused(f"cannot match {entity.table} by {', '.join(unknown)} "
                            f"(possible: {', '.join(entity.matchable)})")
-        fields = {key: _ident(key, value) for key, value in op.match.items()}
+        fields = {key: checks.ident(key, value) for key, value in op.match.items()}
         if entity is COMPANY:
             row_id, owned = _match_company(conn, fields.get("inn"), fields.get("kpp"))
             if row_id is None:
@@ -670,7 +638,7 @@ class SandboxCrm(CrmAdapter):
             return None
         rows = conn.execute(_adopt_sql(entity.table, tuple(fields)), tuple(fields.values())).fetchall()
         if len(rows) > 1:
-            raise _Refused(f"match {fields} is ambiguous: {len(rows)} {entity.table} have it "
+            raise Refused(f"match {fields} is ambiguous: {len(rows)} {entity.table} have it "
                            f"(ids {', '.join(str(r[0]) for r in rows)})")
         return (rows[0], False) if rows else None
 
@@ -678,16 +646,16 @@ class SandboxCrm(CrmAdapter):
     def _set_prices(conn: sqlite3.Connection, external_id: str, payload: dict[str, Any]) -> _Done:
         rows = conn.execute(_PRODUCT_PRICES, (external_id,)).fetchall()
         if not rows:
-            raise _Refused(_NO_PRODUCT)
+            raise Refused(_NO_PRODUCT)
         product_id = int(rows[0][0])
         current = {price_type: value for _, price_type, value in rows if price_type is not None}
         prices = payload.get("prices")
         if not isinstance(prices, dict):
-            raise _Refused("prices must be an object {price type name: number}")
+            raise Refused("prices must be an object {price type name: number}")
         writes = []
         for price_type, value in prices.items():
             if not isinstance(price_type, str) or not price_type:
-                raise _Refused(f"price type name {price_type!r} is not a name")
+                raise Refused(f"price type name {price_type!r} is not a name")
             text = decimal_text("price", value, price_type)
             if current.get(price_type) != text:
                 writes.append((product_id, price_type, text))
@@ -699,18 +667,18 @@ class SandboxCrm(CrmAdapter):
     def _set_stock(conn: sqlite3.Connection, external_id: str, payload: dict[str, Any]) -> _Done:
         rows = conn.execute(_PRODUCT_STOCK, (external_id,)).fetchall()
         if not rows:
-            raise _Refused(_NO_PRODUCT)
+            raise Refused(_NO_PRODUCT)
         product_id, stored_total = int(rows[0][0]), rows[0][1]
         merged = {warehouse: quantity for _, _, warehouse, quantity in rows if warehouse is not None}
         stock, quantity = payload.get("stock"), payload.get("quantity")
         if stock is None and quantity is None:
-            raise _Refused("set_stock needs stock {warehouse name: number} or quantity")
+            raise Refused("set_stock needs stock {warehouse name: number} or quantity")
         if stock is not None and not isinstance(stock, dict):
-            raise _Refused("stock must be an object {warehouse name: number}")
+            raise Refused("stock must be an object {warehouse name: number}")
         writes = []
         for warehouse, value in (stock or {}).items():
             if not isinstance(warehouse, str) or not warehouse:
-                raise _Refused(f"warehouse name {warehouse!r} is not a name")
+                raise Refused(f"warehouse name {warehouse!r} is not a name")
             text = decimal_text("stock", value, warehouse)
             if merged.get(warehouse) != text:
                 writes.append((product_id, warehouse, text))
@@ -730,7 +698,7 @@ class SandboxCrm(CrmAdapter):
     def _deactivate(conn: sqlite3.Connection, external_id: str) -> _Done:
         row = conn.execute(_PRODUCT_ACTIVE, (external_id,)).fetchone()
         if row is None:
-            raise _Refused(_NO_PRODUCT)
+            raise Refused(_NO_PRODUCT)
         product_id, active = int(row[0]), row[1]
         if active != 0:
             conn.execute(_DEACTIVATE, (product_id,))
@@ -794,8 +762,8 @@ class SandboxCrm(CrmAdapter):
             if conn is None:
                 return None
             try:
-                row_id, _ = _match_company(conn, _ident("inn", inn), _ident("kpp", kpp))
-            except _Refused:
+                row_id, _ = _match_company(conn, checks.ident("inn", inn), checks.ident("kpp", kpp))
+            except Refused:
                 return None
             if row_id is None:
                 return None
@@ -869,7 +837,7 @@ def _match_company(conn: sqlite3.Connection, inn: str | None, kpp: str | None) -
     if not kpp and len(rows) > 1:
         rows = [row for row in rows if row[2] is None] or rows
     if len(rows) > 1:
-        raise _Refused(f"{len(rows)} companies have ИНН {inn}" + (f" and КПП {kpp}" if kpp else "")
+        raise Refused(f"{len(rows)} companies have ИНН {inn}" + (f" and КПП {kpp}" if kpp else "")
                        + f" (ids {', '.join(str(r[0]) for r in rows)}); cannot tell which one is meant")
     return (int(rows[0][0]), rows[0][1] is not None) if rows else (None, False)
 

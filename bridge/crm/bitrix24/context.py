@@ -12,6 +12,7 @@ from bridge.crm.bitrix24.plan import Cmd, Handler, Yield
 from bridge.crm.bitrix24.portal import Portal
 from bridge.crm.bitrix24.settings import Settings
 from bridge.crm.bitrix24.values import Refused
+from bridge.crm.values import checked_payload as payload_of
 
 Body = Generator[Yield, Any, Result]
 
@@ -24,17 +25,6 @@ class Ctx:
     clock: Callable[[], float]
     deal_problem: str | None = None  # why deals cannot be written on this portal, if they cannot
     warnings: list[str] = field(default_factory=list)
-
-
-def payload_of(op: Operation) -> dict[str, Any]:
-    payload = op.payload
-    if not isinstance(payload, dict):
-        raise Refused(f"payload must be an object, not {type(payload).__name__}")
-    if not isinstance(op.external_id, str) or not op.external_id:
-        raise Refused("the external id is empty")
-    if payload.get("external_id", op.external_id) != op.external_id:
-        raise Refused(f"payload external_id {payload['external_id']!r} differs from the operation's")
-    return payload
 
 
 def refused_by_portal(cmd: Cmd, what: str) -> Refused:

@@ -5,40 +5,10 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# The checks every adapter shares; the portal's modules import them from here with the rest.
+from bridge.crm.values import Refused, flag, ident, name, text
 
-class Refused(Exception):
-    """This one operation cannot be carried out; the rest of the batch goes on."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-def text(key: str, value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):  # numeric codes, barcodes
-        return str(value)
-    raise Refused(f"{key} must be text, not {type(value).__name__}")
-
-
-def ident(key: str, value: Any) -> str | None:
-    """Identifiers (ИНН, КПП, SKU, e-mail) compare exactly: trimmed, and blank means none."""
-    found = text(key, value)
-    return None if found is None else (found.strip() or None)
-
-
-def name(key: str, value: Any) -> str:
-    found = text(key, value)
-    if found is None or not found.strip():
-        raise Refused(f"{key} must not be empty")
-    return found
-
-
-def flag(key: str, value: Any) -> bool:
-    if isinstance(value, bool) or value in (0, 1):
-        return bool(value)
-    raise Refused(f"{key} must be true or false, not {value!r}")
+__all__ = ["Refused", "currency", "decimal", "flag", "ident", "name", "plain", "text"]
 
 
 def decimal(key: str, value: Any) -> Decimal:
