@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -163,17 +163,7 @@ def decimal_text(key: str, value: Any, name: str | None = None) -> str:
         return str(value)
     if name is not None:
         key = f"{key} {name!r}"
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
-            isinstance(value, str) and len(value) > 64):
-        raise Refused(f"{key} must be a number, not {value!r}")
-    try:
-        # repr(float) is the shortest text giving that float: 0.1 stays 0.1.
-        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip().replace(",", "."))
-    except InvalidOperation:
-        raise Refused(f"{key} must be a number, not {value!r}") from None
-    if not number.is_finite():
-        raise Refused(f"{key} must be a finite number, not {value!r}")
-    text = format(number, "f")  # no exponent; no rounding to the context's precision either
+    text = format(checks.exact_decimal(key, value), "f")  # no exponent; no rounding to the context's precision either
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text

@@ -8,6 +8,7 @@ nothing: adapters call these before their first write.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bridge.crm.base import Operation
@@ -58,3 +59,19 @@ def flag(key: str, value: Any) -> bool:
     if isinstance(value, bool) or value in (0, 1):
         return bool(value)
     raise Refused(f"{key} must be true or false, not {value!r}")
+
+
+def exact_decimal(key: str, value: Any) -> Decimal:
+    """A JSON number or decimal string, exactly as written: no binary rounding of money, and no
+    rounding to the decimal context's precision either (that is the caller's choice)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
+            isinstance(value, str) and len(value) > 64):
+        raise Refused(f"{key} must be a number, not {value!r}")
+    try:
+        # repr(float) is the shortest text giving that float: 0.1 stays 0.1.
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip().replace(",", "."))
+    except InvalidOperation:
+        raise Refused(f"{key} must be a number, not {value!r}") from None
+    if not number.is_finite():
+        raise Refused(f"{key} must be a finite number, not {value!r}")
+    return number

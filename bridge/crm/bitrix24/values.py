@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 # The checks every adapter shares; the portal's modules import them from here with the rest.
-from bridge.crm.values import Refused, flag, ident, name, text
+from bridge.crm.values import Refused, exact_decimal, flag, ident, name, text
 
 __all__ = ["Refused", "currency", "decimal", "flag", "ident", "name", "plain", "text"]
 
 
 def decimal(key: str, value: Any) -> Decimal:
     """A JSON number or decimal string, exactly (no binary rounding of money)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str) or (
-            isinstance(value, str) and len(value) > 64):
-        raise Refused(f"{key} must be a number, not {value!r}")
-    try:
-        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip().replace(",", "."))
-    except InvalidOperation:
-        raise Refused(f"{key} must be a number, not {value!r}") from None
-    if not number.is_finite():
-        raise Refused(f"{key} must be a finite number, not {value!r}")
-    return number + 0  # -0 becomes 0
+    return exact_decimal(key, value) + 0  # -0 becomes 0
 
 
 def plain(number: Decimal) -> str:
