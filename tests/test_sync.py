@@ -309,3 +309,74 @@ def test_unchanged_check_is_exact_one_by_one_and_in_bulk(cfg: Path, tmp_path: Pa
     by_id = {p["external_id"]: p for p in after["products"]}
     assert by_id["p17"]["name"] == "Товар 17 (новое имя)" and by_id["p4"]["prices"] == {"Розничная": 6}
     assert by_id["p5"]["prices"] == {"Розничная": 6}
+
+
+# -- regressions found on the real exports in ../shared (tests/test_sync_reference.py) --------------
+
+def crm_record(cfg: Path, kind: str, external_id: str) -> dict:
+    """Every field of one sandbox record (the dump shows the main ones only)."""
+    from bridge.crm.sandbox import SandboxCrm
+
+    crm = SandboxCrm(cfg.parent / "var" / "crm.db", read_only=True)
+    try:
+        return {r["external_id"]: r for r in crm.state()[kind]}[external_id]
+    finally:
+        crm.close()
+
+
+def test_offer_without_characteristics_keeps_the_variants_own(cfg: Path, tmp_path: Path) -> None:
+    # Older 1C lists variants as goods "p#c" with ХарактеристикиТовара; its offers repeat the name only.
+    variant = x.product("p1#c1", "Стол").replace("</Товар>", "<ХарактеристикиТовара><ХарактеристикаТовара>"
+                                                "<Наименование>Цвет</Наименование><Значение>Белый</Значение>"
+                                                "</ХарактеристикаТовара></ХарактеристикиТовара></Товар>")
+    x.write(tmp_path / "1", "import.xml", x.catalog([variant], full=False))
+    x.write(tmp_path / "1", "offers.xml", x.offers([x.offer("p1#c1", retail="10", name="Стол обеденный")]))
+    ingest(cfg, tmp_path / "1")
+    table = crm_record(cfg, "products", "p1#c1")
+    assert (table["name"], table["characteristics"], table["prices"]) == ("Стол обеденный", {"Цвет": "Белый"},
+                                                                           {"Розничная": 10})
+
+
+def test_base_unit_code_is_trimmed_and_named_from_the_classifier(cfg: Path, tmp_path: Path) -> None:
+    # CommerceML 3.1 names the unit by its Ид only ("796 ", padded), the name is in ЕдиницыИзмерения;
+    # 2.07 pads the Код attribute the same way.
+    units = ("<ЕдиницыИзмерения><ЕдиницаИзмерения><Ид>796 </Ид><НаименованиеКраткое>шт</НаименованиеКраткое>"
+             "<Код>796 </Код><НаименованиеПолное>Штука      </НаименованиеПолное></ЕдиницаИзмерения>"
+             "</ЕдиницыИзмерения>")
+    standard = '<БазоваяЕдиница Код="796" НаименованиеПолное="Штука" МеждународноеСокращение="PCE">шт</БазоваяЕдиница>'
+    bare = x.product("p1", "Дрель").replace(standard, "<БазоваяЕдиница>796 </БазоваяЕдиница>")
+    padded = x.product("p2", "Ламинат").replace(standard, '<БазоваяЕдиница Код="055 " НаименованиеПолное="Квадратный '
+                                                          'метр">м2</БазоваяЕдиница>')
+    catalog = x.catalog([bare, padded], full=False)
+    x.write(tmp_path / "1", "import.xml", catalog.replace("</Группы></Классификатор>", f"</Группы>{units}</Классификатор>"))
+    ingest(cfg, tmp_path / "1")
+    assert crm_record(cfg, "products", "p1")["unit"] == {"code": "796", "name": "Штука"}
+    assert crm_record(cfg, "products", "p2")["unit"] == {"code": "055", "name": "Квадратный метр"}
+
+
+def test_1c_number_and_date_as_elements_reach_the_deal(cfg: Path, tmp_path: Path) -> None:
+    # УТ 11 writes Номер1С/Дата1С as elements; older configurations as "Номер по 1С"/"Дата по 1С" requisites.
+    document = (x.HEAD + "<Документ><Ид>o-17</Ид><Номер>17</Номер><Номер1С>ТД00-000017</Номер1С><Дата>2026-11-27"
+                "</Дата><Дата1С>2026-11-27</Дата1С><ХозОперация>Заказ товара</ХозОперация><Роль>Продавец</Роль>"
+                "<Валюта>RUB</Валюта><Курс>1</Курс><Сумма>100</Сумма><ЗначенияРеквизитов><ЗначениеРеквизита>"
+                "<Наименование>Проведен</Наименование><Значение>true</Значение></ЗначениеРеквизита>"
+                "</ЗначенияРеквизитов></Документ>" + x.TAIL)
+    x.write(tmp_path / "1", "documents.xml", document)
+    ingest(cfg, tmp_path / "1")
+    [deal] = dump(cfg)["deals"]
+    assert (deal["number_1c"], deal["facts"]["date_1c"], deal["facts"]["posted"]) == ("ТД00-000017", "2026-11-27", True)
+
+
+def test_buyer_in_the_persons_form_is_a_contact(cfg: Path, tmp_path: Path) -> None:
+    # 1C-Bitrix writes a buyer who left every name empty in the person's form of the XSD (ПолноеНаименование,
+    # АдресРегистрации); УТ 11 gives organisations an АдресРегистрации too, next to ОфициальноеНаименование.
+    person = ("<Контрагент><Ид>38#catalog_exchange#</Ид><Наименование></Наименование><ПолноеНаименование>"
+              "</ПолноеНаименование><АдресРегистрации><Представление></Представление></АдресРегистрации>"
+              "<Роль>Покупатель</Роль></Контрагент>\n")
+    organisation = x.company("c-1", "ТД Уют", "181620360057", None).replace(
+        "</Контрагент>", "<АдресРегистрации><Представление>Алматы</Представление></АдресРегистрации></Контрагент>")
+    x.write(tmp_path / "1", "contragents.xml", x.counterparties([person, organisation]))
+    ingest(cfg, tmp_path / "1")
+    crm = dump(cfg)
+    assert [c["external_id"] for c in crm["contacts"]] == ["38#catalog_exchange#"]
+    assert [c["external_id"] for c in crm["companies"]] == ["c-1"]

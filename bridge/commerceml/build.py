@@ -195,12 +195,21 @@ def unit(element: etree._Element) -> Unit | None:
                 international=child_text(element, "МеждународноеСокращение"), line=element.sourceline or 0)
 
 
+def _attribute(element: etree._Element, name: str) -> str | None:
+    value = element.get(name)
+    if value is None:
+        return None
+    return value.strip() or None
+
+
 def _base_unit(element: etree._Element | None) -> tuple[str | None, str | None]:
     """БазоваяЕдиница: code in the Код attribute (2.05+) or as text (older), name in attributes."""
     if element is None:
         return None, None
-    code = element.get("Код")
-    name = element.get("НаименованиеПолное") or element.get("НаименованиеКраткое")
+    # 1C pads codes to their field width (Код="796 " in УТ and УНФ exports, "796 " as text in 3.1);
+    # an attribute is not stripped by the parser the way text() strips an element's text.
+    code = _attribute(element, "Код")
+    name = _attribute(element, "НаименованиеПолное") or _attribute(element, "НаименованиеКраткое")
     body = text(element)
     if code is None:
         code = body if body and body.isdigit() else None
@@ -392,13 +401,19 @@ def _address(element: etree._Element) -> str:
     return ", ".join(p for p in parts if p)
 
 
+# Requisites only an organisation has (the XSD's РеквизитыЮрЛица, or the 2.05+ nested form).
+_ORGANISATION = frozenset({"ОфициальноеНаименование", "ЮридическийАдрес", "ЮридическоеЛицо"})
+
+
 def counterparty(element: etree._Element) -> Counterparty | None:
     cid = child_text(element, "Ид")
     if cid is None:
         return None
     result = Counterparty(id=cid, name="", line=element.sourceline or 0)
     names: dict[str, str | None] = {}
+    seen: set[str] = set()
     for tag, c in kids(element):
+        seen.add(tag)
         if tag in ("Наименование", "ОфициальноеНаименование", "ПолноеНаименование", "Фамилия", "Имя", "Отчество",
                    "ИНН", "КПП", "КодПоОКПО", "ОКПО", "Роль", "ПометкаУдаления"):
             names.setdefault(tag, text(c))
@@ -440,6 +455,13 @@ def counterparty(element: etree._Element) -> Counterparty | None:
     result.role = names.get("Роль")
     result.deleted = flag(names.get("ПометкаУдаления"))
     if result.last_name or result.first_name:
+        result.person = True
+    elif "АдресРегистрации" in seen and not seen & _ORGANISATION:
+        # The XSD gives a private person АдресРегистрации (РеквизитыФизЛица) and an organisation
+        # ОфициальноеНаименование and ЮридическийАдрес (РеквизитыЮрЛица). 1C-Bitrix writes a buyer
+        # who left every name empty in the person's form (empty ПолноеНаименование and
+        # АдресРегистрации): a person, not an organisation. УТ 11 sends organisations with
+        # АдресРегистрации too, but always with ОфициальноеНаименование, which wins.
         result.person = True
     return result
 
@@ -492,7 +514,8 @@ def document(element: etree._Element, warn: Warn) -> Document | None:
     if did is None:
         return None
     result = Document(id=did, number=text(found.get("Номер")), date=text(found.get("Дата")),
-                      time=text(found.get("Время")), operation=text(found.get("ХозОперация")),
+                      time=text(found.get("Время")), number_1c=text(found.get("Номер1С")),
+                      date_1c=text(found.get("Дата1С")), operation=text(found.get("ХозОперация")),
                       role=text(found.get("Роль")), currency=text(found.get("Валюта")),
                       rate=number(found.get("Курс"), warn), amount=number(found.get("Сумма"), warn),
                       comment=text(found.get("Комментарий")), line=element.sourceline or 0)

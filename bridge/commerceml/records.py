@@ -209,6 +209,10 @@ class Document:
     number: str | None
     date: str | None
     time: str | None = None
+    # УТ 11 (2.08+) writes 1C's own number and date as elements (Номер1С, Дата1С) where older
+    # configurations use the requisites "Номер по 1С" / "Дата по 1С".
+    number_1c: str | None = None
+    date_1c: str | None = None
     operation: str | None = None  # ХозОперация
     role: str | None = None
     currency: str | None = None

@@ -38,6 +38,19 @@ def _first_match(candidates: dict[str, str | None], order: list[str]) -> dict[st
     return None
 
 
+def _unit(code: str | None, name: str | None, names: Names) -> dict[str, str | None]:
+    """The base unit; a bare code is named from the classifier's ЕдиницыИзмерения.
+
+    CommerceML 3.1 (and УТ 11 with units in the classifier) writes only the unit's Ид
+    (<БазоваяЕдиница>796</БазоваяЕдиница>); its name travels once, in Классификатор.
+    """
+    if name is None and code is not None:
+        known = names.name("unit", code)
+        if known is not None and known != code:
+            name = known
+    return {"code": code, "name": name}
+
+
 def product(record: Product, names: Names, rules: Mapping) -> Mapped:
     properties = {}
     for value in record.properties:
@@ -49,7 +62,7 @@ def product(record: Product, names: Names, rules: Mapping) -> Mapped:
         "parent_external_id": record.product_id if record.characteristic_id else None,
         "name": record.name, "sku": record.sku, "barcode": record.barcode, "code": record.code,
         "full_name": record.full_name, "description": record.description,
-        "unit": {"code": record.unit_code, "name": record.unit_name},
+        "unit": _unit(record.unit_code, record.unit_name, names),
         "groups": [{"id": g, "name": names.name("group", g)} for g in record.group_ids],
         "properties": properties, "characteristics": dict(record.characteristics),
         "requisites": record.requisites, "taxes": record.taxes, "images": record.images,
@@ -72,12 +85,17 @@ def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
         # re-sending each other on every exchange.
         name = record.name or ", ".join(f"{k}: {v}" for k, v in record.characteristics)
         payload = {"external_id": record.id, "parent_external_id": record.product_id, "name": name,
-                   "characteristics": dict(record.characteristics), "active": not record.deleted}
+                   "active": not record.deleted}
+        # An offer without ХарактеристикиТовара says nothing about them: sending {} would wipe
+        # the ones the catalog gave the variant (1C 8.x lists variants as goods "p#c" with their
+        # characteristics, and the offers repeat only the name and the prices).
+        if record.characteristics:
+            payload["characteristics"] = dict(record.characteristics)
         for key, value in (("sku", record.sku), ("barcode", record.barcode)):
             if value:
                 payload[key] = value
         if record.unit_code or record.unit_name:
-            payload["unit"] = {"code": record.unit_code, "name": record.unit_name}
+            payload["unit"] = _unit(record.unit_code, record.unit_name, names)
         mapped.intents.append(Intent("variant", UPSERT_PRODUCT, record.id, payload, None,
                                      rules.owned("product") or None, None, not record.deleted))
         # Older configurations list variants as goods of their own ("p#c") and
@@ -155,7 +173,9 @@ def deal_facts(record: Document) -> dict[str, Any]:
     return {
         "posted": _truthy(r.get("Проведен")),
         "deleted": record.deleted,
-        "number_1c": r.get("Номер по 1С"), "date_1c": _date(r.get("Дата по 1С")),
+        # УТ 11 sends Номер1С/Дата1С as elements, older configurations as requisites.
+        "number_1c": r.get("Номер по 1С") or record.number_1c,
+        "date_1c": _date(r.get("Дата по 1С")) or _date(record.date_1c),
         "paid": bool(payment_date and r.get("Номер оплаты по 1С")) or _truthy(r.get("Заказ оплачен")),
         "payment_number": r.get("Номер оплаты по 1С") or r.get("Номер платежного документа"),
         "payment_date": payment_date,
