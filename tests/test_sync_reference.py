@@ -400,9 +400,6 @@ PERSON_BUYERS = [("bitrix-doc-2.03-cp1251", "36", "1#admin# admin"),
                  ("off-doc-1c", "36", "1#admin# admin")]
 
 
-@pytest.mark.xfail(strict=True, reason="bridge/crm/sandbox.py: the DEAL entity has no contact_external_id column "
-                   "(MIGRATION_2 added it), so an upsert keeps the contact in data only, and the NULL column "
-                   "shadows it in state(), dump and get_deal(); reported, not fixed here")
 @pytest.mark.parametrize("name, deal, contact", PERSON_BUYERS)
 def test_private_buyer_is_the_deals_contact(reference: Path, tmp_path: Path, name: str, deal: str,
                                             contact: str) -> None:
@@ -413,10 +410,6 @@ def test_private_buyer_is_the_deals_contact(reference: Path, tmp_path: Path, nam
     assert _by_id(full["deals"])[deal]["contact_external_id"] == contact
 
 
-@pytest.mark.xfail(strict=True, reason="bridge/store/state.py wait() (called from pipeline._stage) inserts a new "
-                   "waiting row per offer and file, never superseding the same offer's row from an earlier file: "
-                   "a replay (or 1C re-sending the offers with a new ДатаФормирования) doubles waiting_offers; "
-                   "reported, not fixed here")
 def test_replay_does_not_make_offers_wait_twice(reference: Path, tmp_path: Path) -> None:
     name = "ut11-demo-2.04-umi"  # 11 of its 14 offers wait for goods the folder does not contain
     cfg = write_config(tmp_path)

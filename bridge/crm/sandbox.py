@@ -253,7 +253,8 @@ COMPANY = _Entity("companies", {"name": checks.name, "inn": checks.ident, "kpp":
 CONTACT = _Entity("contacts", {"name": checks.name, "email": checks.ident, "phone": checks.ident}, ("name",),
                   ("email", "phone"))
 DEAL = _Entity("deals", {"number": checks.name, "date": checks.text, "amount": _number_or_none, "currency": checks.text,
-                         "company_external_id": checks.text, "stage": checks.text}, ("number",), ("number",),
+                         "company_external_id": checks.text, "contact_external_id": checks.text,
+                         "stage": checks.text}, ("number",), ("number",),
                {"facts": dict, "lines": list}, ("company_id",))
 _ENTITIES = {UPSERT_PRODUCT: PRODUCT, UPSERT_COMPANY: COMPANY, UPSERT_CONTACT: CONTACT, UPSERT_DEAL: DEAL}
 

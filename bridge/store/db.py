@@ -142,6 +142,10 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS staged_lookup;
     """,
+    # 4: a waiting offer sent again replaces its older row, found by its Ид.
+    """
+    CREATE INDEX waiting_external ON waiting(external_id);
+    """,
 ]
 
 

@@ -130,11 +130,36 @@ def dictionary_data(conn: sqlite3.Connection, entity: str, external_id: str) -> 
 
 
 # -- waiting ------------------------------------------------------------------
+def _part(record: dict[str, Any]) -> str:
+    """What of an offer a waiting row carries: package files split one offer into its card,
+    prices and stock (offers, prices, rests), and each part waits on its own."""
+    parts = ["card" if record.get("name") or record.get("characteristics") else "",
+             "prices" if record.get("prices") else "",
+             "stock" if record.get("stock") is not None or record.get("quantity") is not None else ""]
+    return "+".join(parts)
+
+
 def wait(conn: sqlite3.Connection, file_id: int, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-    """rows: (external_id, need such as 'product:<Ид>', the record as JSON, mapped again once the need is met)."""
+    """rows: (external_id, need such as 'product:<Ид>', the record as JSON, mapped again once the need is met).
+
+    A newer row for the same offer and part replaces the older one: 1C sends the same offers
+    again with every exchange while their goods are missing, and a replay sends them once more;
+    only the latest of each needs to wait.
+    """
+    latest = {(ext, _part(record)): (ext, need, record) for ext, need, record in rows}
+    if not latest:
+        return
+    superseded = []
+    for part in _chunks(list({ext for ext, _ in latest})):
+        marks = ",".join("?" * len(part))
+        for row_id, ext, record in conn.execute(
+                f"SELECT id, external_id, record FROM waiting WHERE external_id IN ({marks})", tuple(part)):
+            if (ext, _part(json.loads(record))) in latest:
+                superseded.append((row_id,))
+    conn.executemany("DELETE FROM waiting WHERE id = ?", superseded)
     stamp = now()
     conn.executemany("INSERT INTO waiting (file_id, external_id, need, record, since) VALUES (?,?,?,?,?)",
-                     [(file_id, ext, need, dumps(record), stamp) for ext, need, record in rows])
+                     [(file_id, ext, need, dumps(record), stamp) for ext, need, record in latest.values()])
 
 
 def waiting_rows(conn: sqlite3.Connection) -> list[tuple[int, int, str, str, dict[str, Any]]]:
