@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import exchange as x
+from bridge.crm.sandbox import SandboxCrm
 from conftest import SAMPLES, run_cli
 
 
@@ -380,3 +381,17 @@ def test_buyer_in_the_persons_form_is_a_contact(cfg: Path, tmp_path: Path) -> No
     crm = dump(cfg)
     assert [c["external_id"] for c in crm["contacts"]] == ["38#catalog_exchange#"]
     assert [c["external_id"] for c in crm["companies"]] == ["c-1"]
+
+
+def test_full_name_comes_from_the_requisite_when_1c_8_sends_it_that_way(cfg: Path, tmp_path: Path) -> None:
+    good = x.product("p1", "Дрель").replace(
+        "</Товар>", "<ЗначенияРеквизитов><ЗначениеРеквизита><Наименование>Полное наименование</Наименование>"
+        "<Значение>Дрель ударная ДУ-800, 800 Вт</Значение></ЗначениеРеквизита></ЗначенияРеквизитов></Товар>")
+    x.write(tmp_path / "1", "import.xml", x.catalog([good], full=False))
+    ingest(cfg, tmp_path / "1")
+    crm = SandboxCrm(tmp_path / "var" / "crm.db", read_only=True)
+    try:
+        stored = {p["external_id"]: p for p in crm.state()["products"]}
+    finally:
+        crm.close()
+    assert stored["p1"]["full_name"] == "Дрель ударная ДУ-800, 800 Вт"

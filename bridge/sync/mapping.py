@@ -61,7 +61,9 @@ def product(record: Product, names: Names, rules: Mapping) -> Mapped:
         "external_id": record.id,
         "parent_external_id": record.product_id if record.characteristic_id else None,
         "name": record.name, "sku": record.sku, "barcode": record.barcode, "code": record.code,
-        "full_name": record.full_name, "description": record.description,
+        # 1C 8 configurations send the full name as a requisite rather than the element.
+        "full_name": record.full_name or record.requisites.get("Полное наименование"),
+        "description": record.description,
         "unit": _unit(record.unit_code, record.unit_name, names),
         "groups": [{"id": g, "name": names.name("group", g)} for g in record.group_ids],
         "properties": properties, "characteristics": dict(record.characteristics),
