@@ -1,9 +1,10 @@
 """The durable outbox of CRM operations.
 
-Rows are written as 'staged' while their file is being read and become
-'pending' only when the whole file has been read without a structural error
-(in the same transaction that records their fingerprints), so nothing from a
-file that ends up in quarantine ever reaches the CRM. Delivery is at least
+Rows are staged while their file is being read (in the connection's
+temporary staging_outbox) and become 'pending' outbox rows only when the whole
+file has been read without a structural error (in the same transaction that
+records their fingerprints), so nothing from a file that ends up in
+quarantine ever reaches the CRM. Delivery is at least
 once; every operation is an idempotent upsert, so a redelivery is harmless.
 """
 
@@ -58,21 +59,33 @@ def dumps(value: Any) -> str:
 
 
 def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent], status: str) -> int:
+    """Enqueue ``intents`` as 'pending', or as 'staged' for the file being read (see db._STAGING)."""
     stamp = now()
     rows = [(file_id, i.kind, i.entity, i.external_id, i.serialized(), dumps(i.match) if i.match else None,
-             dumps(i.create_only) if i.create_only else None, status, stamp) for i in intents]
-    conn.executemany("INSERT INTO outbox (file_id, kind, entity, external_id, payload, match, create_only, status,"
-                     " created_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+             dumps(i.create_only) if i.create_only else None, stamp) for i in intents]
+    if status == "staged":
+        conn.executemany("INSERT INTO staging_outbox (file_id, kind, entity, external_id, payload, match, create_only,"
+                         " created_at) VALUES (?,?,?,?,?,?,?,?)", rows)
+    else:
+        conn.executemany("INSERT INTO outbox (file_id, kind, entity, external_id, payload, match, create_only, status,"
+                         " created_at) VALUES (?,?,?,?,?,?,?,?,?)", [(*row[:7], status, row[7]) for row in rows])
     return len(rows)
 
 
 def release_staged(conn: sqlite3.Connection, file_id: int) -> int:
-    return conn.execute("UPDATE outbox SET status = 'pending' WHERE file_id = ? AND status = 'staged'",
-                        (file_id,)).rowcount
+    """The file committed: its staged operations become pending, in the order they were staged."""
+    released = conn.execute(
+        "INSERT INTO outbox (file_id, kind, entity, external_id, payload, match, create_only, status, created_at)"
+        " SELECT file_id, kind, entity, external_id, payload, match, create_only, 'pending', created_at"
+        " FROM staging_outbox WHERE file_id = ? ORDER BY id", (file_id,)).rowcount
+    conn.execute("DELETE FROM staging_outbox WHERE file_id = ?", (file_id,))
+    return released
 
 
 def discard_staged(conn: sqlite3.Connection, file_id: int) -> int:
-    return conn.execute("DELETE FROM outbox WHERE file_id = ? AND status = 'staged'", (file_id,)).rowcount
+    dropped = conn.execute("DELETE FROM staging_outbox WHERE file_id = ?", (file_id,)).rowcount
+    # Rows an earlier schema staged in the outbox itself, left by an interrupted run.
+    return dropped + conn.execute("DELETE FROM outbox WHERE file_id = ? AND status = 'staged'", (file_id,)).rowcount
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 * records    - the id map (1C Ид -> CRM id per entity) and the fingerprint of
                what was last enqueued, so unchanged records are skipped.
-* staged     - the same for the file being read; merged into records when
+* staging_records (temporary, per connection) - the same for the file being
+               read; merged into records when
                the file commits, dropped when it is quarantined.
 * dictionary - classifier entries (price types, warehouses, properties,
                groups, units) that later package files refer to by Ид.
@@ -37,7 +38,7 @@ def fingerprints(conn: sqlite3.Connection, entity: str, ids: Sequence[str], file
         result.update(conn.execute(f"SELECT external_id, fingerprint FROM records WHERE entity = ? AND external_id IN ({marks})",
                                    (entity, *part)).fetchall())
         if file_id is not None:
-            result.update(conn.execute(f"SELECT external_id, fingerprint FROM staged WHERE file_id = ? AND entity = ?"
+            result.update(conn.execute(f"SELECT external_id, fingerprint FROM staging_records WHERE file_id = ? AND entity = ?"
                                        f" AND external_id IN ({marks})", (file_id, entity, *part)).fetchall())
     return result
 
@@ -52,7 +53,7 @@ def known_products(conn: sqlite3.Connection, ids: Sequence[str], file_id: int | 
 
 
 def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent, str]]) -> None:
-    conn.executemany("INSERT OR REPLACE INTO staged (file_id, entity, external_id, fingerprint, catalog_id, active)"
+    conn.executemany("INSERT OR REPLACE INTO staging_records (file_id, entity, external_id, fingerprint, catalog_id, active)"
                      " VALUES (?,?,?,?,?,?)",
                      [(file_id, i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents])
 
@@ -71,15 +72,16 @@ def remember(conn: sqlite3.Connection, intents: Iterable[tuple[Intent, str]]) ->
 def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
     conn.execute(
         "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
-        " SELECT entity, external_id, fingerprint, catalog_id, active, ? FROM staged WHERE file_id = ? AND true"
+        " SELECT entity, external_id, fingerprint, catalog_id, active, ? FROM staging_records WHERE file_id = ? AND true"
         " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
         " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
         " updated_at = excluded.updated_at", (now(), file_id))
-    conn.execute("DELETE FROM staged WHERE file_id = ?", (file_id,))
+    conn.execute("DELETE FROM staging_records WHERE file_id = ?", (file_id,))
 
 
 def discard_file(conn: sqlite3.Connection, file_id: int) -> None:
-    for table in ("staged", "waiting", "seen"):
+    # "staged" held the staging rows before they moved to the connection's temporary tables.
+    for table in ("staging_records", "staged", "waiting", "seen"):
         conn.execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
 
 
