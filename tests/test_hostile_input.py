@@ -62,6 +62,17 @@ def test_truncated_file(tmp_path: Path) -> None:
     assert error["line"] >= 4
 
 
+@pytest.mark.parametrize("encoding", ["UTF-8", "windows-1251"])
+def test_broken_markup_in_a_small_file_is_not_called_a_truncation(tmp_path: Path, encoding: str) -> None:
+    # The parser swallows a small file whole before it fails, so bytes consumed say nothing;
+    # the line of the error does. (windows-1251 files go through the encoding guard's reader.)
+    text = GOOD.replace("UTF-8", encoding).replace("</Наименование></Товар>", "</Наименованиe></Товар>")
+    path = _write(tmp_path, "import.xml", text.encode("cp1251" if encoding != "UTF-8" else "utf-8"))
+    error = _single_error(path)
+    assert "ends too early" not in error["message"] and "broken" in error["message"]
+    assert error["line"] == 4
+
+
 @pytest.mark.parametrize("data", [bytes(range(256)) * 4, b"", b"PK\x03\x04garbage", "просто текст".encode()])
 def test_not_xml(tmp_path: Path, data: bytes) -> None:
     error = _single_error(_write(tmp_path, "noise.xml", data))

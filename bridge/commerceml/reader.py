@@ -167,7 +167,10 @@ class FileReader:
                 for line, path, message in user.problems(exc, self.path):
                     self.report(ERROR, line, path, message)
             else:
-                consumed_all = self._error_at_end(exc) if direct else source.position >= self.header.size
+                # Judged by lines, not by bytes consumed: the parser reads a small file (or bytes in
+                # memory) whole before it fails, so "all consumed" would call any broken markup a
+                # truncation.
+                consumed_all = self._error_at_end(exc)
                 raise self._syntax_error(exc, context, consumed_all) from None
         self.bytes_read = self.header.size if direct else source.position
         if not root_seen:
@@ -179,9 +182,12 @@ class FileReader:
     def _error_at_end(self, exc: etree.XMLSyntaxError) -> bool:
         """Did parsing fail on the file's last line (it ends too early)? Only errors pay for this."""
         lines = 1
-        with open(self.path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                lines += chunk.count(b"\n")
+        if self.data is not None:
+            lines += self.data.count(b"\n")
+        else:
+            with open(self.path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    lines += chunk.count(b"\n")
         line = exc.lineno or max((e.line for e in exc.error_log), default=0)
         return line >= lines - 1
 
