@@ -146,6 +146,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX waiting_external ON waiting(external_id);
     """,
+    # 5: staging moved to the connection's temporary tables (_STAGING below). Rows left here by
+    # an interrupted run belong to a file that is still claimed, so it is read again anyway.
+    """
+    DROP TABLE IF EXISTS staged;
+    """,
 ]
 
 

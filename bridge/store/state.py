@@ -80,8 +80,7 @@ def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
 
 
 def discard_file(conn: sqlite3.Connection, file_id: int) -> None:
-    # "staged" held the staging rows before they moved to the connection's temporary tables.
-    for table in ("staging_records", "staged", "waiting", "seen"):
+    for table in ("staging_records", "waiting", "seen"):
         conn.execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
 
 
