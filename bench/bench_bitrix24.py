@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ingest import restamp  # noqa: E402
+from bench_ingest import unchanged_reexport  # noqa: E402
 from bitrix24_emulator import Emulator  # noqa: E402
 from generate_catalog import generate  # noqa: E402
 from verdict import verdict  # noqa: E402
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     generate(package, args.n, args.seed)
     work = Path(tempfile.mkdtemp(prefix="bridge-bench-bitrix24-"))
     try:
-        again = work / "again"
-        again.mkdir()
-        for path in sorted(package.glob("*.xml")):
-            restamp(path, again / path.name, "2026-11-21T03:00:00")
+        again = unchanged_reexport(package, work / "again")
         config = write_config(work)
         with Emulator(rate=args.rate, burst=args.burst) as portal:
             # The bench process configures the adapter's limits through [crm] when they differ from the defaults.

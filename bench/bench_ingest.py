@@ -43,6 +43,14 @@ def restamp(source: Path, target: Path, stamp: str) -> None:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
+def unchanged_reexport(package: Path, folder: Path) -> Path:
+    """Every file of ``package`` re-stamped into ``folder``: an unchanged export as 1C writes it again."""
+    folder.mkdir()
+    for path in sorted(package.glob("*.xml")):
+        restamp(path, folder / path.name, "2026-11-21T03:00:00")
+    return folder
+
+
 def write_config(folder: Path) -> Path:
     config = folder / "bridge.toml"
     config.write_text('[state]\npath = "var/bridge.db"\n[archive]\npath = "var/archive"\nquarantine = "var/quarantine"\n'
@@ -77,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     size_mb = sum(p.stat().st_size for p in package.glob("*.xml")) / 1e6
     work = Path(tempfile.mkdtemp(prefix="bridge-bench-ingest-"))
     try:
-        again = work / "again"
-        again.mkdir()
-        for path in sorted(package.glob("*.xml")):
-            restamp(path, again / path.name, "2026-11-21T03:00:00")
+        again = unchanged_reexport(package, work / "again")
         config = write_config(work)
         bridge = [sys.executable, "-m", "bridge"]
         inspect = measure([*bridge, "inspect", "--json", str(package)])

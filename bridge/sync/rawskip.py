@@ -52,9 +52,6 @@ class DigestIndex:
         self.keys = array("Q", [item >> 64 for item in packed])
         self.values = array("Q", [item & _MASK for item in packed])
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def matches(self, external_id: str, digest: bytes) -> bool:
         key = hash(external_id) & _MASK
         at = bisect_left(self.keys, key)
