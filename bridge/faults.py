@@ -12,6 +12,13 @@ import os
 import signal
 
 _passes: dict[str, int] = {}
+# A helper process (the background delivery of an ingest) crashes with the process it helps:
+# a power cut ends both, and the test watching the main process must see it die.
+_also_kill: list[int] = []
+
+
+def die_together_with(pid: int) -> None:
+    _also_kill.append(pid)
 
 
 def checkpoint(point: str) -> None:
@@ -23,4 +30,6 @@ def checkpoint(point: str) -> None:
         return
     _passes[point] = _passes.get(point, 0) + 1
     if _passes[point] >= int(count or 1):
+        for pid in _also_kill:
+            os.kill(pid, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

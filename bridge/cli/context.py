@@ -15,8 +15,7 @@ import click
 
 from bridge import config as config_module
 from bridge.config import Config
-from bridge.crm.base import CrmAdapter
-from bridge.crm.registry import adapter_class
+from bridge.crm.registry import open_adapter  # noqa: F401  (the commands open adapters through here)
 from bridge.errors import UserError
 from bridge.store import db
 
@@ -72,14 +71,6 @@ def state_connection(config: Config, *, dry_run: bool = False, read_only: bool =
         yield conn
     finally:
         conn.close()
-
-
-def open_adapter(config: Config, *, read_only: bool = False) -> CrmAdapter:
-    cls = adapter_class(config.crm_kind)
-    if config.crm_kind == "sandbox":
-        assert config.crm_path is not None
-        return cls(config.crm_path, read_only=read_only)  # type: ignore[call-arg]
-    return cls.from_config(config)  # type: ignore[attr-defined]
 
 
 class TerminalProgress:

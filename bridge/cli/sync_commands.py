@@ -18,7 +18,8 @@ from bridge.cli.context import (
 from bridge.commerceml.files import InputFile, expand_inputs
 from bridge.errors import UserError
 from bridge.store import journal, ledger, outbox, state
-from bridge.sync.deliver import deliver
+from bridge.sync.background import BackgroundDelivery
+from bridge.sync.deliver import DeliveryStats, deliver
 from bridge.sync.pipeline import FileOutcome, Pipeline, finish_files
 
 
@@ -61,17 +62,23 @@ def _run(config_path: Path, items_factory: Any, *, dry_run: bool, force: bool, s
          replay_of: dict[str, int] | None = None) -> None:
     config = load_config(config_path)
     progress = TerminalProgress()
+    # Delivery starts in a second process as soon as enough is released, while reading goes on.
+    background = None if dry_run else BackgroundDelivery(config.path)
     with state_connection(config, dry_run=dry_run) as conn:
         # Progress only for a person watching: counting bytes costs the reader its fastest path.
         pipeline = Pipeline(conn, config, dry_run=dry_run, force=force,
-                            progress=progress if progress.enabled else None)
+                            progress=progress if progress.enabled else None,
+                            on_release=background.released if background is not None else None)
         outcomes: list[FileOutcome] = []
-        with items_factory(conn) as items:
-            for item in items:
-                outcomes.append(pipeline.ingest_file(item, source=source,
-                                                     replay_of=(replay_of or {}).get(item.name)))
-        progress.done()
-        decisions = pipeline.finish()
+        try:
+            with items_factory(conn) as items:
+                for item in items:
+                    outcomes.append(pipeline.ingest_file(item, source=source,
+                                                         replay_of=(replay_of or {}).get(item.name)))
+            progress.done()
+            decisions = pipeline.finish()
+        finally:
+            early = background.stop() if background is not None else DeliveryStats()
         for outcome in outcomes:
             _print_outcome(outcome)
         failed = any(o.status == "quarantined" for o in outcomes) or any(not d.applied for d in decisions)
@@ -83,6 +90,7 @@ def _run(config_path: Path, items_factory: Any, *, dry_run: bool, force: bool, s
                 click.echo(decision.message, err=not decision.applied)
         with open_adapter(config) as adapter:
             stats = deliver(conn, adapter)
+        stats.sent, stats.failed = stats.sent + early.sent, stats.failed + early.failed
         finished = finish_files(conn)
         click.echo(f"delivered {stats.sent} operation(s) to {config.crm_kind}"
                    + (f", {stats.failed} refused (see bridge journal)" if stats.failed else "")

@@ -25,6 +25,7 @@ from bridge.commerceml.files import InputFile
 from bridge.commerceml.header import Header
 from bridge.commerceml.problems import ERROR, Problem
 from bridge.commerceml.reader import FileReader
+from bridge.commerceml.soundness import SoundnessCheck
 from bridge.commerceml.records import Counterparty, Document, Offer, Product, Record
 from bridge import faults
 from bridge.config import Config
@@ -75,13 +76,16 @@ class FileOutcome:
 
 class Pipeline:
     def __init__(self, conn: sqlite3.Connection, config: Config, *, dry_run: bool = False, force: bool = False,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, on_release: Callable[[int], None] | None = None) -> None:
+        """on_release(n): called whenever n more operations became deliverable (a chunk of a file
+        proven sound, a committed file), so a caller may deliver while the pipeline goes on reading."""
         self.conn = conn
         self.config = config
         self.rules = config.mapping
         self.dry_run = dry_run
         self.force = force
         self.progress = progress
+        self.on_release = on_release
         self.archive_dir = None if dry_run else config.archive_path
 
     # -- a batch ----------------------------------------------------------------
@@ -143,6 +147,11 @@ class Pipeline:
         reader = FileReader(path, name, progress=progress if self.progress is not None else None, skip=raw)
         raw.header = reader.header
         self._raw = raw
+        # While the file is proven sound on another core, its chunks are released as they are
+        # staged, and delivery may start long before the reader reaches the end (a dry run
+        # releases nothing, so it need not know).
+        check = None if self.dry_run else SoundnessCheck(path).start()
+        released = 0
         chunk: list[Record] = []
         for record in reader.records():
             if names.learn(record):
@@ -151,12 +160,29 @@ class Pipeline:
             if len(chunk) >= CHUNK:
                 self._stage(file_id, chunk, reader.header, names, plan)
                 chunk = []
+                if check is not None and check.sound:
+                    released += self._release(file_id, names)
         if reader.has_errors:
-            return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts)
+            return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts, released)
         if chunk:
             self._stage(file_id, chunk, reader.header, names, plan)
         raw.flush_seen()
-        return self._commit(file_id, name, reader, names, plan)
+        return self._commit(file_id, name, reader, names, plan, released)
+
+    def _release(self, file_id: int, names: Names) -> int:
+        """Make what is staged of a sound file deliverable now, with the fingerprints and names it implies.
+
+        Should the process die before the file commits, the file is read again from the start; what
+        was released is then unchanged and skipped, so the end state is that of an uninterrupted run.
+        """
+        with transaction(self.conn):
+            state.put_dictionary(self.conn, names.flush())
+            state.merge_staged(self.conn, file_id)
+            released = outbox.release_staged(self.conn, file_id)
+        faults.checkpoint("released")
+        if released and self.on_release is not None:
+            self.on_release(released)
+        return released
 
     def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
                plan: defaultdict[str, dict[str, int]]) -> None:
@@ -265,13 +291,14 @@ class Pipeline:
         return changed
 
     def _commit(self, file_id: int, name: str, reader: FileReader, names: Names,
-                plan: defaultdict[str, dict[str, int]]) -> FileOutcome:
+                plan: defaultdict[str, dict[str, int]], released: int = 0) -> FileOutcome:
         header = reader.header
         catalog_id = header.catalog_id or ""
         with transaction(self.conn):
             state.put_dictionary(self.conn, names.flush())
             state.merge_staged(self.conn, file_id)
-            enqueued = outbox.release_staged(self.conn, file_id)
+            last = outbox.release_staged(self.conn, file_id)
+            enqueued = released + last
             ledger.update(self.conn, file_id, status="committed", kind=header.kind, counts=reader.counts,
                           plan=dict(plan), catalog_id=catalog_id, full_catalog=header.is_full_catalog,
                           deactivation="pending" if header.is_full_catalog else None)
@@ -283,13 +310,19 @@ class Pipeline:
                                  "contains_only_changes": header.contains_only_changes}))
         log.info("file.committed id=%d name=%r operations=%d", file_id, name, enqueued)
         faults.checkpoint("committed")
+        if last and self.on_release is not None:
+            self.on_release(last)
         self.release_waiting()
         return FileOutcome(file_id, name, "committed", dict(plan), reader.counts, reader.problems)
 
     def _quarantine(self, file_id: int, name: str, path: Path, problems: list[Problem], header: Header,
-                    counts: dict[str, int]) -> FileOutcome:
+                    counts: dict[str, int], released: int = 0) -> FileOutcome:
         errors = [p for p in problems if p.severity == ERROR]
         reason = errors[0].format() if errors else "refused"
+        if released:
+            # Only when the file changed or could not be read after it was proven sound: say so loudly.
+            reason += (f" (after {released} operation(s) of it had been released: the file parsed to its end"
+                       " when it was first checked)")
         with transaction(self.conn):
             state.discard_file(self.conn, file_id)
             outbox.discard_staged(self.conn, file_id)
@@ -330,14 +363,17 @@ class Pipeline:
                                          "offer", offer.id))
         if not released and not still:
             return 0
+        enqueued = 0
         with transaction(self.conn):
             for file_id, intents in intents_by_file.items():
                 changed = self._changed(intents, None, _plan())
-                outbox.add(self.conn, file_id, [i for i, _ in changed], "pending")
+                enqueued += outbox.add(self.conn, file_id, [i for i, _ in changed], "pending")
                 state.remember(self.conn, changed)
             state.unwait(self.conn, released)
             state.rewait(self.conn, still)
             journal.write_many(self.conn, entries)
+        if enqueued and self.on_release is not None:
+            self.on_release(enqueued)
         return len(released)
 
 
