@@ -40,6 +40,10 @@ from bridge.sync.rawskip import RawSkip
 
 log = logging.getLogger(__name__)
 CHUNK = 2000
+# Once a file is proven sound its chunks commit straight into the id map, whose keys are 1C's random
+# GUIDs: each commit rewrites about one page per record, so fewer, larger commits write far less
+# (100k catalog: commits 17.7 s -> 9.4 s of 140 s). The size bounds the memory a chunk holds.
+DIRECT_CHUNK = 8000
 _MISSING = object()
 Progress = Callable[[str, int, int, int], None]  # name, bytes read, size, records
 
@@ -152,16 +156,18 @@ class Pipeline:
         # releases nothing, so it need not know).
         check = None if self.dry_run else SoundnessCheck(path).start()
         released = 0
+        direct = False  # proven sound: chunks go straight to the outbox and the id map, no staging
         chunk: list[Record] = []
         for record in reader.records():
             if names.learn(record):
                 continue
             chunk.append(record)
-            if len(chunk) >= CHUNK:
-                self._stage(file_id, chunk, reader.header, names, plan)
+            if len(chunk) >= (DIRECT_CHUNK if direct else CHUNK):
+                if not direct and check is not None and check.sound:
+                    released += self._release(file_id, names)  # what was staged before the proof, first
+                    direct = True
+                released += self._stage(file_id, chunk, reader.header, names, plan, direct)
                 chunk = []
-                if check is not None and check.sound:
-                    released += self._release(file_id, names)
         if reader.has_errors:
             return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts, released)
         if chunk:
@@ -179,13 +185,19 @@ class Pipeline:
             state.put_dictionary(self.conn, names.flush())
             state.merge_staged(self.conn, file_id)
             released = outbox.release_staged(self.conn, file_id)
-        faults.checkpoint("released")
-        if released and self.on_release is not None:
-            self.on_release(released)
+        self._released(released)
         return released
 
+    def _released(self, count: int) -> None:
+        if count:
+            faults.checkpoint("released")
+            if self.on_release is not None:
+                self.on_release(count)
+
     def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
-               plan: defaultdict[str, dict[str, int]]) -> None:
+               plan: defaultdict[str, dict[str, int]], direct: bool = False) -> int:
+        """Map a chunk and stage what changed; ``direct`` (the file is proven sound): enqueue it and
+        record its fingerprints at once instead. Returns the operations enqueued."""
         mapped: list[tuple[Record, mapping.Mapped]] = []
         failures: list[journal.Entry] = []
         for record in records:
@@ -196,7 +208,8 @@ class Pipeline:
                 failures.append(journal.Entry("map", "error", f"could not map this {record.kind}: {exc!r}", file_id,
                                               record.kind, getattr(record, "id", None)))
                 log.exception("map.failed file=%d record=%r", file_id, getattr(record, "id", None))
-        known = state.known_products(self.conn, _product_needs(m for _, m in mapped), file_id)
+        staged_in = None if direct else file_id  # where this file's earlier records are looked up too
+        known = state.known_products(self.conn, _product_needs(m for _, m in mapped), staged_in)
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
         waiting_entries: list[journal.Entry] = []
@@ -213,8 +226,8 @@ class Pipeline:
                 if intent.entity in state.PRODUCT_ENTITIES:
                     known.add(intent.external_id)
             ready.extend(m.intents)
-        ready, stale = self._drop_stale(ready, header, file_id, plan)
-        to_stage = self._changed(ready, file_id, plan)
+        ready, stale = self._drop_stale(ready, header, file_id, plan, direct)
+        to_stage = self._changed(ready, staged_in, plan)
         waiting_ids = {w[0] for w in waiting}
         failed_ids = {e.external_id for e in failures}
         raw_digests: list[tuple[Intent, str]] = []
@@ -227,22 +240,30 @@ class Pipeline:
         seen = []
         if header.is_full_catalog:
             seen = [r.id for r in records if isinstance(r, Product) and not r.characteristic_id]
+        enqueued = 0
         with transaction(self.conn):
-            state.stage(self.conn, file_id, to_stage + raw_digests)
-            outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "staged")
+            if direct:
+                state.put_dictionary(self.conn, names.flush())
+                state.remember(self.conn, to_stage + raw_digests)
+                enqueued = outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "pending")
+            else:
+                state.stage(self.conn, file_id, to_stage + raw_digests)
+                outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "staged")
             state.wait(self.conn, file_id, waiting)
             state.mark_seen(self.conn, file_id, seen)
             journal.write_many(self.conn, failures + waiting_entries + stale)
         faults.checkpoint("staged")
+        self._released(enqueued)
+        return enqueued
 
     def _drop_stale(self, intents: list[Intent], header: Header, file_id: int,
-                    plan: defaultdict[str, dict[str, int]]) -> tuple[list[Intent], list[journal.Entry]]:
+                    plan: defaultdict[str, dict[str, int]], direct: bool) -> tuple[list[Intent], list[journal.Entry]]:
         """A document older than what the deal already shows must not overwrite it (GUIDE §2)."""
         deals = [i for i in intents if i.entity == "deal"]
         moment = _moment(header.generated_at)
         if not deals or moment is None:
             return intents, []
-        known = state.fingerprints(self.conn, "facts:deal", [i.external_id for i in deals], file_id)
+        known = state.fingerprints(self.conn, "facts:deal", [i.external_id for i in deals], None if direct else file_id)
         keep, entries, newest = [], [], []
         for intent in intents:
             if intent.entity == "deal":
@@ -257,7 +278,10 @@ class Pipeline:
             keep.append(intent)
         if newest:
             with transaction(self.conn):
-                state.stage(self.conn, file_id, newest)
+                if direct:
+                    state.remember(self.conn, newest)
+                else:
+                    state.stage(self.conn, file_id, newest)
         return keep, entries
 
     def _map(self, record: Record, names: Names) -> mapping.Mapped:
