@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.crm.base import (DEACTIVATE_PRODUCT, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
+from bridge.crm.base import (DEACTIVATE_PRODUCT, SET_OFFER, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
                              UPSERT_PRODUCT, CrmAdapter, Operation, Result)
 
 INN, KPP = "7701234567", "770101001"
@@ -35,6 +35,16 @@ def prices(external_id: str, **values: Any) -> Operation:
 def stock(external_id: str, quantity: Any = None, **warehouses: Any) -> Operation:
     return Operation(SET_STOCK, external_id, {"external_id": external_id, "stock": warehouses or None,
                                               "quantity": quantity})
+
+
+def offer(external_id: str, prices: dict[str, Any] | None = None, stock: dict[str, Any] | None = None,
+          quantity: Any = None) -> Operation:
+    payload: dict[str, Any] = {"external_id": external_id}
+    if prices is not None:
+        payload["prices"] = prices
+    if stock is not None or quantity is not None:
+        payload.update(stock=stock, quantity=quantity)
+    return Operation(SET_OFFER, external_id, payload)
 
 
 def deactivate(external_id: str) -> Operation:
@@ -262,6 +272,30 @@ class CrmContract:
         assert_ok(crm.apply([stock("p1", quantity=100)]))  # a total of its own replaces the sum
         got = record(self.snapshot(crm), "products", "p1")
         assert (got["stock"], got["quantity"]) == ({"Main": 5, "Shop": 3}, 100)
+
+    def test_offer_sets_the_parts_it_has_and_merges_them(self, crm: CrmAdapter) -> None:
+        results = crm.apply([product("p1"), offer("p1", {"Retail": "1200.50", "Wholesale": 990}, {"Main": 5, "Shop": 2}),
+                             offer("ghost", {"Retail": 1})])
+        assert results[0].ok and results[1].ok and not results[1].created
+        assert not results[2].ok and not results[2].retryable and "ghost" in (results[2].error or "")
+        got = record(self.snapshot(crm), "products", "p1")
+        assert (got["prices"], got["stock"], got["quantity"]) == ({"Retail": 1200.5, "Wholesale": 990},
+                                                                  {"Main": 5, "Shop": 2}, 7)
+        assert_ok(crm.apply([offer("p1", prices={"Retail": 1250})]))  # prices only: the stock stays
+        assert_ok(crm.apply([offer("p1", stock={"Shop": 3})]))  # stock only: the prices stay
+        got = record(self.snapshot(crm), "products", "p1")
+        assert (got["prices"], got["stock"], got["quantity"]) == ({"Retail": 1250, "Wholesale": 990},
+                                                                  {"Main": 5, "Shop": 3}, 8)
+        assert_ok(crm.apply([offer("p1", quantity=100)]))
+        assert record(self.snapshot(crm), "products", "p1")["quantity"] == 100
+
+    def test_an_offer_refused_in_its_stock_writes_no_prices(self, crm: CrmAdapter) -> None:
+        assert_ok(crm.apply([product("p1"), offer("p1", {"Retail": 10}, {"Main": 5})]))
+        before = self.snapshot(crm)
+        [bad_stock, empty] = crm.apply([offer("p1", {"Retail": 20}, {"Main": 7, "Shop": "lots"}), offer("p1")])
+        assert not bad_stock.ok and "Shop" in (bad_stock.error or "")
+        assert not empty.ok and not empty.retryable
+        assert self.snapshot(crm) == before
 
     def test_deactivation_keeps_the_product(self, crm: CrmAdapter) -> None:
         assert_ok(crm.apply([product("p1", sku="A-1"), prices("p1", Retail=10)]))

@@ -56,9 +56,10 @@ def reference(package: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 # released: a chunk of a file proven sound became deliverable before the file was read to its end;
-# crm_applied and delivered may happen in the background delivery process, which takes the ingest with it.
+# crm_applied and delivered may happen in the background delivery process, which takes the ingest with it;
+# crm_applied:5 is several CRM batches applied and not yet recorded (they are sent again after the crash).
 @pytest.mark.parametrize("point", ["claimed", "staged", "staged:2", "released", "released:2", "committed",
-                                   "crm_applied", "delivered:3", "delivered:12"])
+                                   "crm_applied", "crm_applied:5", "delivered:3"])
 def test_kill_at_a_chosen_point_then_rerun(point: str, package: Path, reference: tuple[dict, list],
                                            tmp_path: Path) -> None:
     cfg = write_config(tmp_path)

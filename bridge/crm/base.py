@@ -15,12 +15,15 @@ from typing import Any, ClassVar
 UPSERT_PRODUCT = "upsert_product"  # external_id, parent_external_id, name, sku, barcode, active, ...
 SET_PRICES = "set_prices"  # external_id, prices {price type name: number}; merges, never drops others
 SET_STOCK = "set_stock"  # external_id, stock {warehouse name: number} (merged), quantity (total) or null
+# One offer's prices and stock together (payload keys of either or both of the two above): 1C sends
+# them in one Предложение, and one write instead of two halves what every layer pays per operation.
+SET_OFFER = "set_offer"
 DEACTIVATE_PRODUCT = "deactivate_product"  # external_id; the product stays, inactive
 UPSERT_COMPANY = "upsert_company"  # external_id, name, inn, kpp, ...
 UPSERT_CONTACT = "upsert_contact"  # external_id, name, email, phone, ...
 UPSERT_DEAL = "upsert_deal"  # external_id (the 1C document Ид), number, amount, facts (paid, shipped...), lines
 LINK_DEAL = "link_deal"  # crm_id, external_id: the deal made in the CRM is now the 1C order with this Ид
-KINDS = (UPSERT_PRODUCT, SET_PRICES, SET_STOCK, DEACTIVATE_PRODUCT, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
+KINDS = (UPSERT_PRODUCT, SET_PRICES, SET_STOCK, SET_OFFER, DEACTIVATE_PRODUCT, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
          LINK_DEAL)
 
 

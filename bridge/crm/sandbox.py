@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from bridge.crm import sandbox_deals
 from bridge.crm import values as checks
 from bridge.crm.values import Refused
-from bridge.crm.base import (DEACTIVATE_PRODUCT, LINK_DEAL, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT,
+from bridge.crm.base import (DEACTIVATE_PRODUCT, LINK_DEAL, SET_OFFER, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT,
                              UPSERT_DEAL, UPSERT_PRODUCT, CrmAdapter, DealSnapshot, Operation, Result)
 from bridge.errors import PermanentError, TransientError, UserError
 
@@ -530,6 +530,8 @@ class SandboxCrm(CrmAdapter):
             return self._set_prices(conn, op.external_id, payload)
         if op.kind == SET_STOCK:
             return self._set_stock(conn, op.external_id, payload)
+        if op.kind == SET_OFFER:
+            return self._set_offer(conn, op.external_id, payload)
         if op.kind == DEACTIVATE_PRODUCT:
             return self._deactivate(conn, op.external_id)
         if op.kind == LINK_DEAL:
@@ -687,6 +689,20 @@ class SandboxCrm(CrmAdapter):
         if total != stored_total:
             conn.execute(_SET_QUANTITY, (total, product_id))
         return _Done(product_id, created=False, changed=bool(writes) or total != stored_total)
+
+    def _set_offer(self, conn: sqlite3.Connection, external_id: str, payload: dict[str, Any]) -> _Done:
+        """Prices, then stock: each part the payload has. A stock refused after the prices were written
+        is a half-written operation, which ``_apply_batch`` undoes and refuses as a whole."""
+        has_prices = "prices" in payload
+        has_stock = payload.get("stock") is not None or payload.get("quantity") is not None
+        if not has_prices and not has_stock:
+            raise Refused("set_offer needs prices, or stock or quantity")
+        done = []
+        if has_prices:
+            done.append(self._set_prices(conn, external_id, payload))
+        if has_stock:
+            done.append(self._set_stock(conn, external_id, payload))
+        return _Done(done[0].row_id, created=False, changed=any(d.changed for d in done))
 
     @staticmethod
     def _deactivate(conn: sqlite3.Connection, external_id: str) -> _Done:

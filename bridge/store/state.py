@@ -87,11 +87,16 @@ def discard_file(conn: sqlite3.Connection, file_id: int) -> None:
 RAW_ENTITIES = ("raw:product", "raw:offer")  # digests of the XML of goods and offers
 
 
+# The fingerprints behind an outbox entity that stands for several (an offer's set_offer).
+PARTS = {"offer": ("price", "stock")}
+
+
 def forget_fingerprint(conn: sqlite3.Connection, entity: str, external_id: str) -> None:
     """After a permanent failure or a deactivation: the next export must send the record again,
     even if its XML is the same as before."""
-    conn.execute("UPDATE records SET fingerprint = NULL WHERE external_id = ? AND entity IN (?, ?, ?)",
-                 (external_id, entity, *RAW_ENTITIES))
+    entities = (*PARTS.get(entity, (entity,)), *RAW_ENTITIES)
+    conn.execute(f"UPDATE records SET fingerprint = NULL WHERE external_id = ? AND entity IN ({','.join('?' * len(entities))})",
+                 (external_id, *entities))
 
 
 def fingerprint(conn: sqlite3.Connection, entity: str, external_id: str) -> str | None:

@@ -32,7 +32,7 @@ from bridge.store import db
 from bridge.sync.deliver import DeliveryStats, deliver
 
 log = logging.getLogger(__name__)
-START_AFTER = 5000  # operations released before a second process pays for its start-up (about half a second)
+START_AFTER = 2000  # operations released before a second process pays for its start-up (about half a second)
 IDLE_WAIT = 0.1  # seconds between looks at an outbox that had nothing due
 _PR_SET_PDEATHSIG = 1
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge import faults
-from bridge.crm.base import CrmAdapter
+from bridge.crm.base import CrmAdapter, Result
 from bridge.errors import TransientError
 from bridge.store import journal, outbox, state
 from bridge.store.db import transaction
@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 _ID_ENTITIES = {"product", "variant", "company", "contact", "deal"}
 DOCUMENT_KINDS = ("write_order",)  # carried by the writer of files for 1C, not by the CRM adapter
 MAX_BACKOFF = 300.0
+# How much is applied to the CRM before the outcomes are recorded in one transaction (see _send).
+RECORD_EVERY = 4000
+RECORD_AFTER = 1.0  # seconds
 
 
 @dataclass(slots=True)
@@ -42,7 +45,7 @@ def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 
     stats = DeliveryStats()
     give_up_at = time.monotonic() + patience
     while True:
-        batch = outbox.due(conn, adapter.batch_size, exclude=DOCUMENT_KINDS)
+        batch = outbox.due(conn, max(adapter.batch_size, RECORD_EVERY), exclude=DOCUMENT_KINDS)
         if not batch:
             wait = _next_due_in(conn)
             if wait is None:
@@ -52,55 +55,82 @@ def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 
                 break
             sleep(wait)
             continue
-        try:
-            results = adapter.apply([p.operation for p in batch])
-        except TransientError as exc:
-            stats.retried += len(batch)
-            at = time.time() + backoff(batch[0].attempts)
-            with transaction(conn):
-                outbox.postpone(conn, [(p.operation.id, str(exc), at) for p in batch])
-                journal.write(conn, journal.Entry("deliver", "retry", f"the CRM is unavailable, retrying "
-                                                  f"{len(batch)} operation(s) later: {exc}",
-                                                  detail={"outbox_ids": [p.operation.id for p in batch]}))
-            log.warning("deliver.retry count=%d error=%r", len(batch), str(exc))
-            continue
-        faults.checkpoint("crm_applied")  # the CRM has it; the outbox does not know yet
-        if len(results) != len(batch):
-            raise RuntimeError(f"CRM adapter {adapter.name} returned {len(results)} results for {len(batch)} operations")
-        done, failed, retry, crm_ids, entries = [], [], [], [], []
-        for pending, result in zip(batch, results):
-            op = pending.operation
-            if result.ok:
-                done.append(op.id)
-                if result.crm_id is not None and pending.entity in _ID_ENTITIES:
-                    crm_ids.append((result.crm_id, pending.entity, op.external_id))
-                entries.append(journal.Entry("deliver", "ok", f"{op.kind} {'created' if result.created else 'updated'}"
-                                             f" in {adapter.name} as {result.crm_id}" if result.crm_id else
-                                             f"{op.kind} applied in {adapter.name}", pending.file_id,
-                                             pending.entity, op.external_id, {"answer": result.answer}))
-            elif result.retryable:
-                retry.append((op.id, result.error or "retryable failure", time.time() + backoff(pending.attempts)))
-                entries.append(journal.Entry("deliver", "retry", f"{op.kind}: {result.error}", pending.file_id,
-                                             pending.entity, op.external_id, {"answer": result.answer}))
-            else:
-                failed.append((op.id, result.error or "failed"))
-                entries.append(journal.Entry("deliver", "error", f"{op.kind} refused by {adapter.name}: {result.error}",
-                                             pending.file_id, pending.entity, op.external_id,
-                                             {"answer": result.answer, "payload": op.payload}))
+        sent, unavailable = _send(adapter, batch)
         with transaction(conn):
-            outbox.mark_done(conn, done)
-            state.set_crm_ids(conn, crm_ids)
-            outbox.mark_failed(conn, failed)
-            outbox.postpone(conn, retry)
-            for (op_id, _), pending in ((f, next(p for p in batch if p.operation.id == f[0])) for f in failed):
-                # Send it again with the next export that lists it, whatever its fingerprint.
-                state.forget_fingerprint(conn, pending.entity, pending.operation.external_id)
-            journal.write_many(conn, entries)
-        faults.checkpoint("delivered")
-        stats.sent += len(done)
-        stats.failed += len(failed)
-        stats.retried += len(retry)
+            _record(conn, adapter, sent, stats)
+            if unavailable is not None:
+                rest, exc = unavailable
+                outbox.postpone(conn, [(p.operation.id, str(exc), time.time() + backoff(rest[0].attempts)) for p in rest])
+                journal.write(conn, journal.Entry("deliver", "retry", f"the CRM is unavailable, retrying "
+                                                  f"{len(rest)} operation(s) later: {exc}",
+                                                  detail={"outbox_ids": [p.operation.id for p in rest]}))
+        if sent:
+            faults.checkpoint("delivered")
+        if unavailable is not None:
+            stats.retried += len(unavailable[0])
+            log.warning("deliver.retry count=%d error=%r", len(unavailable[0]), str(unavailable[1]))
     return stats
+
+
+def _send(adapter: CrmAdapter, batch: list[outbox.Pending]) -> tuple[
+        list[tuple[outbox.Pending, Result]], tuple[list[outbox.Pending], TransientError] | None]:
+    """Apply ``batch`` in the adapter's batch size until RECORD_EVERY operations or RECORD_AFTER seconds.
+
+    What was applied is recorded in one transaction: every state transaction of the delivery
+    process makes the ingest's connection drop its page cache, so fewer of them leave the
+    reading process faster. A crash before the record only means those operations are sent
+    again, which every adapter takes as the idempotent upserts they are.
+    """
+    sent: list[tuple[outbox.Pending, Result]] = []
+    started = time.monotonic()
+    for start in range(0, len(batch), adapter.batch_size):
+        if sent and time.monotonic() - started > RECORD_AFTER:
+            break  # the rest stays pending and comes with the next fetch
+        part = batch[start:start + adapter.batch_size]
+        try:
+            results = adapter.apply([p.operation for p in part])
+        except TransientError as exc:
+            return sent, (batch[start:], exc)
+        faults.checkpoint("crm_applied")  # the CRM has it; the outbox does not know yet
+        if len(results) != len(part):
+            raise RuntimeError(f"CRM adapter {adapter.name} returned {len(results)} results for {len(part)} operations")
+        sent.extend(zip(part, results))
+    return sent, None
+
+
+def _record(conn: sqlite3.Connection, adapter: CrmAdapter, sent: list[tuple[outbox.Pending, Result]],
+            stats: DeliveryStats) -> None:
+    """Outcomes of applied operations, inside the caller's transaction."""
+    done, failed, retry, crm_ids, entries = [], [], [], [], []
+    for pending, result in sent:
+        op = pending.operation
+        if result.ok:
+            done.append(op.id)
+            if result.crm_id is not None and pending.entity in _ID_ENTITIES:
+                crm_ids.append((result.crm_id, pending.entity, op.external_id))
+            entries.append(journal.Entry("deliver", "ok", f"{op.kind} {'created' if result.created else 'updated'}"
+                                         f" in {adapter.name} as {result.crm_id}" if result.crm_id else
+                                         f"{op.kind} applied in {adapter.name}", pending.file_id,
+                                         pending.entity, op.external_id, {"answer": result.answer}))
+        elif result.retryable:
+            retry.append((op.id, result.error or "retryable failure", time.time() + backoff(pending.attempts)))
+            entries.append(journal.Entry("deliver", "retry", f"{op.kind}: {result.error}", pending.file_id,
+                                         pending.entity, op.external_id, {"answer": result.answer}))
+        else:
+            failed.append((op.id, result.error or "failed"))
+            # Send it again with the next export that lists it, whatever its fingerprint.
+            state.forget_fingerprint(conn, pending.entity, op.external_id)
+            entries.append(journal.Entry("deliver", "error", f"{op.kind} refused by {adapter.name}: {result.error}",
+                                         pending.file_id, pending.entity, op.external_id,
+                                         {"answer": result.answer, "payload": op.payload}))
+    outbox.mark_done(conn, done)
+    state.set_crm_ids(conn, crm_ids)
+    outbox.mark_failed(conn, failed)
+    outbox.postpone(conn, retry)
+    journal.write_many(conn, entries)
+    stats.sent += len(done)
+    stats.failed += len(failed)
+    stats.retried += len(retry)
 
 
 def _next_due_in(conn: sqlite3.Connection) -> float | None:

@@ -26,6 +26,7 @@ from bridge.commerceml.header import Header
 from bridge.commerceml.problems import ERROR, Problem
 from bridge.commerceml.reader import FileReader
 from bridge.commerceml.soundness import SoundnessCheck
+from bridge.crm.base import SET_OFFER
 from bridge.commerceml.records import Counterparty, Document, Offer, Product, Record
 from bridge import faults
 from bridge.config import Config
@@ -245,10 +246,10 @@ class Pipeline:
             if direct:
                 state.put_dictionary(self.conn, names.flush())
                 state.remember(self.conn, to_stage + raw_digests)
-                enqueued = outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "pending")
+                enqueued = outbox.add(self.conn, file_id, _operations([intent for intent, _ in to_stage]), "pending")
             else:
                 state.stage(self.conn, file_id, to_stage + raw_digests)
-                outbox.add(self.conn, file_id, [intent for intent, _ in to_stage], "staged")
+                outbox.add(self.conn, file_id, _operations([intent for intent, _ in to_stage]), "staged")
             state.wait(self.conn, file_id, waiting)
             state.mark_seen(self.conn, file_id, seen)
             journal.write_many(self.conn, failures + waiting_entries + stale)
@@ -391,7 +392,7 @@ class Pipeline:
         with transaction(self.conn):
             for file_id, intents in intents_by_file.items():
                 changed = self._changed(intents, None, _plan())
-                enqueued += outbox.add(self.conn, file_id, [i for i, _ in changed], "pending")
+                enqueued += outbox.add(self.conn, file_id, _operations([i for i, _ in changed]), "pending")
                 state.remember(self.conn, changed)
             state.unwait(self.conn, released)
             state.rewait(self.conn, still)
@@ -399,6 +400,26 @@ class Pipeline:
         if enqueued and self.on_release is not None:
             self.on_release(enqueued)
         return len(released)
+
+
+def _operations(intents: list[Intent]) -> list[Intent]:
+    """What the outbox carries for ``intents``: an offer's prices and stock (each kept, fingerprinted and
+    counted on its own) travel as one set_offer with the parts that changed."""
+    result: list[Intent] = []
+    for intent in intents:
+        if intent.entity not in _OFFER_PARTS:
+            result.append(intent)
+            continue
+        last = result[-1] if result else None
+        if last is not None and last.entity == "offer" and last.external_id == intent.external_id:
+            last.payload = {**last.payload, **intent.payload}  # mapping sends the prices first, then the stock
+            last.payload_json = None
+        else:
+            result.append(Intent("offer", SET_OFFER, intent.external_id, dict(intent.payload)))
+    return result
+
+
+_OFFER_PARTS = ("price", "stock")
 
 
 def _moment(value: str | None) -> str | None:

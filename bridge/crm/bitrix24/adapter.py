@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from bridge.crm.base import (DEACTIVATE_PRODUCT, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
+from bridge.crm.base import (DEACTIVATE_PRODUCT, SET_OFFER, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL,
                              UPSERT_PRODUCT, CrmAdapter, DealSnapshot, Operation, Result)
 from bridge.crm.bitrix24 import changes, parties, portal as portal_module, products
 from bridge.crm.bitrix24.client import BatchAnswer, Client
@@ -24,10 +24,13 @@ from bridge.errors import TransientError
 log = logging.getLogger(__name__)
 
 _BODIES = {UPSERT_PRODUCT: products.upsert_product, SET_PRICES: products.set_prices, SET_STOCK: products.set_stock,
+           SET_OFFER: products.set_offer,
            DEACTIVATE_PRODUCT: products.deactivate, UPSERT_COMPANY: parties.upsert_company,
            UPSERT_CONTACT: parties.upsert_contact, UPSERT_DEAL: parties.upsert_deal}
 # What an operation touches: a later operation on the same record and aspect waits for it.
+# set_offer touches both: the pipeline sends offers only as set_offer, so it never meets the other two.
 _ASPECT = {UPSERT_PRODUCT: "product", DEACTIVATE_PRODUCT: "product", SET_PRICES: "prices", SET_STOCK: "stock",
+           SET_OFFER: "offer",
            UPSERT_COMPANY: "company", UPSERT_CONTACT: "contact", UPSERT_DEAL: "deal"}
 
 
@@ -131,12 +134,11 @@ class Bitrix24Crm(CrmAdapter):
             return portal
         for op in ops:
             payload = op.payload if isinstance(op.payload, dict) else {}
-            if op.kind == SET_PRICES and isinstance(payload.get("prices"), dict):
+            missing = False
+            if op.kind in (SET_PRICES, SET_OFFER) and isinstance(payload.get("prices"), dict):
                 missing = any(portal.price_type(self.settings, n)[0] is None for n in payload["prices"])
-            elif op.kind == SET_STOCK and isinstance(payload.get("stock"), dict):
-                missing = any(portal.store(self.settings, n)[0] is None for n in payload["stock"])
-            else:
-                continue
+            if op.kind in (SET_STOCK, SET_OFFER) and isinstance(payload.get("stock"), dict):
+                missing = missing or any(portal.store(self.settings, n)[0] is None for n in payload["stock"])
             if missing:
                 log.info("bitrix24.reload reason=unknown price type or warehouse")
                 self._portal = portal_module.load(self._send_raw, self.settings, self._clock)

@@ -272,6 +272,37 @@ def set_stock(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
     return ok(state.crm_id(), created=False, posted=sum(1 for line in lines if line.posted))
 
 
+def set_offer(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
+    """The prices, then the stock of one offer: each part the payload has, as its own operation would.
+
+    The stock part checks its payload before its first request, so it is started first: a bad
+    quantity refuses the whole operation before the prices are written.
+    """
+    has_prices = "prices" in payload
+    has_stock = payload.get("stock") is not None or payload.get("quantity") is not None
+    if not has_prices and not has_stock:
+        raise Refused("set_offer needs prices, or stock or quantity")
+    stock_body = set_stock(ctx, op, payload) if has_stock else None
+    first_request = next(stock_body) if stock_body is not None else None
+    results = []
+    if has_prices:
+        results.append((yield from set_prices(ctx, op, payload)))
+    if stock_body is not None:
+        results.append((yield from _resumed(stock_body, first_request)))
+    return ok(results[0].answer["id"], created=False, parts=[r.answer for r in results])
+
+
+def _resumed(body: Body, first: Any) -> Body:
+    """``yield from`` a body that has already yielded ``first``."""
+    request = first
+    while True:
+        answer = yield request
+        try:
+            request = body.send(answer)
+        except StopIteration as stop:
+            return stop.value
+
+
 def deactivate(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
     state = _product((yield Need([Find("product", op.external_id)])))
     if state.active is False:
