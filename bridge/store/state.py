@@ -59,14 +59,21 @@ def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent
 
 
 def remember(conn: sqlite3.Connection, intents: Iterable[tuple[Intent, str]]) -> None:
-    """Record fingerprints directly (for operations enqueued outside a file)."""
-    stamp = now()
-    conn.executemany(
-        "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at) VALUES (?,?,?,?,?,?)"
+    """Record fingerprints directly (operations enqueued outside a file, or by a file proven sound)."""
+    rows = [(i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents]
+    if not rows:
+        return
+    # One statement over a JSON array (see outbox.add): no interpreter lock held, no call per row.
+    # Rows are applied in order, so the last of two fingerprints for one record wins, as it did.
+    conn.execute(
+        "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
+        " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ? FROM json_each(?) WHERE true"
         " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
         " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
-        " updated_at = excluded.updated_at",
-        [(i.entity, i.external_id, fp, i.catalog_id, int(i.active), stamp) for i, fp in intents])
+        " updated_at = excluded.updated_at", (now(), _ROWS.encode(rows)))
+
+
+_ROWS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
@@ -190,4 +197,7 @@ def waiting_count(conn: sqlite3.Connection) -> int:
 
 # -- seen (full exports) --------------------------------------------------------
 def mark_seen(conn: sqlite3.Connection, file_id: int, ids: Iterable[str]) -> None:
-    conn.executemany("INSERT OR IGNORE INTO seen (file_id, external_id) VALUES (?,?)", [(file_id, i) for i in ids])
+    listed = list(ids)
+    if listed:
+        conn.execute("INSERT OR IGNORE INTO seen (file_id, external_id) SELECT ?, value FROM json_each(?)",
+                     (file_id, _ROWS.encode(listed)))

@@ -38,6 +38,7 @@ from bridge.sync.codec import offer_from_json, offer_to_json
 from bridge.sync.deactivation import Decision, deactivate
 from bridge.sync.names import Names
 from bridge.sync.rawskip import RawSkip
+from bridge.sync.writer import ChunkWriter, InlineWriter, database_path
 
 log = logging.getLogger(__name__)
 CHUNK = 2000
@@ -92,6 +93,8 @@ class Pipeline:
         self.progress = progress
         self.on_release = on_release
         self.archive_dir = None if dry_run else config.archive_path
+        self._writer: ChunkWriter | InlineWriter | None = None
+        self._released_so_far = 0
 
     # -- a batch ----------------------------------------------------------------
     def ingest(self, inputs: list[InputFile], *, source: str = "cli", replay_of: int | None = None) -> list[FileOutcome]:
@@ -156,25 +159,41 @@ class Pipeline:
         # staged, and delivery may start long before the reader reaches the end (a dry run
         # releases nothing, so it need not know).
         check = None if self.dry_run else SoundnessCheck(path).start()
-        released = 0
-        direct = False  # proven sound: chunks go straight to the outbox and the id map, no staging
+        self._released_so_far = 0
+        self._writer = None  # proven sound: chunks commit straight into the outbox and id map, from a thread
         chunk: list[Record] = []
-        for record in reader.records():
-            if names.learn(record):
-                continue
-            chunk.append(record)
-            if len(chunk) >= (DIRECT_CHUNK if direct else CHUNK):
-                if not direct and check is not None and check.sound:
-                    released += self._release(file_id, names)  # what was staged before the proof, first
-                    direct = True
-                released += self._stage(file_id, chunk, reader.header, names, plan, direct)
-                chunk = []
+        try:
+            for record in reader.records():
+                if names.learn(record):
+                    continue
+                chunk.append(record)
+                if len(chunk) >= (DIRECT_CHUNK if self._writer is not None else CHUNK):
+                    if self._writer is None and check is not None and check.sound:
+                        self._release(file_id, names)  # what was staged before the proof, first
+                        self._writer = self._new_writer()
+                    self._stage(file_id, chunk, reader.header, names, plan)
+                    chunk = []
+            self._await_writes()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        released = self._released_so_far
         if reader.has_errors:
             return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts, released)
         if chunk:
             self._stage(file_id, chunk, reader.header, names, plan)
         raw.flush_seen()
         return self._commit(file_id, name, reader, names, plan, released)
+
+    def _new_writer(self) -> ChunkWriter | InlineWriter:
+        path = database_path(self.conn)
+        return ChunkWriter(path) if path is not None else InlineWriter(self.conn)
+
+    def _await_writes(self) -> None:
+        """The chunk in flight is committed: what it enqueued is released now."""
+        if self._writer is not None:
+            self._released(self._writer.wait())
 
     def _release(self, file_id: int, names: Names) -> int:
         """Make what is staged of a sound file deliverable now, with the fingerprints and names it implies.
@@ -190,15 +209,18 @@ class Pipeline:
         return released
 
     def _released(self, count: int) -> None:
+        self._released_so_far += count
         if count:
             faults.checkpoint("released")
             if self.on_release is not None:
                 self.on_release(count)
 
     def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
-               plan: defaultdict[str, dict[str, int]], direct: bool = False) -> int:
-        """Map a chunk and stage what changed; ``direct`` (the file is proven sound): enqueue it and
-        record its fingerprints at once instead. Returns the operations enqueued."""
+               plan: defaultdict[str, dict[str, int]]) -> None:
+        """Map a chunk and stage what changed; once the file is proven sound (a writer exists), have
+        the writer enqueue it and record its fingerprints at once instead."""
+        self._await_writes()  # every lookup below must see the chunk before
+        direct = self._writer is not None
         mapped: list[tuple[Record, mapping.Mapped]] = []
         failures: list[journal.Entry] = []
         for record in records:
@@ -241,21 +263,31 @@ class Pipeline:
         seen = []
         if header.is_full_catalog:
             seen = [r.id for r in records if isinstance(r, Product) and not r.characteristic_id]
-        enqueued = 0
+        operations = _operations([intent for intent, _ in to_stage])
+        entries = failures + waiting_entries + stale
+        if self._writer is not None:
+            dictionary = names.flush()
+
+            def write(conn: sqlite3.Connection) -> int:
+                with transaction(conn):
+                    state.put_dictionary(conn, dictionary)
+                    state.remember(conn, to_stage + raw_digests)
+                    enqueued = outbox.add(conn, file_id, operations, "pending")
+                    state.wait(conn, file_id, waiting)
+                    state.mark_seen(conn, file_id, seen)
+                    journal.write_many(conn, entries)
+                faults.checkpoint("staged")
+                return enqueued
+
+            self._writer.submit(write)
+            return
         with transaction(self.conn):
-            if direct:
-                state.put_dictionary(self.conn, names.flush())
-                state.remember(self.conn, to_stage + raw_digests)
-                enqueued = outbox.add(self.conn, file_id, _operations([intent for intent, _ in to_stage]), "pending")
-            else:
-                state.stage(self.conn, file_id, to_stage + raw_digests)
-                outbox.add(self.conn, file_id, _operations([intent for intent, _ in to_stage]), "staged")
+            state.stage(self.conn, file_id, to_stage + raw_digests)
+            outbox.add(self.conn, file_id, operations, "staged")
             state.wait(self.conn, file_id, waiting)
             state.mark_seen(self.conn, file_id, seen)
-            journal.write_many(self.conn, failures + waiting_entries + stale)
+            journal.write_many(self.conn, entries)
         faults.checkpoint("staged")
-        self._released(enqueued)
-        return enqueued
 
     def _drop_stale(self, intents: list[Intent], header: Header, file_id: int,
                     plan: defaultdict[str, dict[str, int]], direct: bool) -> tuple[list[Intent], list[journal.Entry]]:

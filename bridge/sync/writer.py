@@ -1,0 +1,84 @@
+"""Commit the chunks of a sound file from a second thread while the reader goes on with the next one.
+
+Each chunk's commit inserts thousands of rows into indexes keyed by 1C's random
+GUIDs and writes the pages they land on to the WAL: a fifth of a large first
+ingest. SQLite lets go of the interpreter lock while it does that, so in a
+thread of its own, with a connection of its own, it overlaps the parsing and
+building of the next chunk, which need the lock. One chunk is in flight at a
+time, and the pipeline waits for it before it looks anything up for the next
+one, so every lookup sees every earlier chunk exactly as before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from bridge.store import db
+
+
+def database_path(conn: sqlite3.Connection) -> Path | None:
+    """The file behind ``conn``'s main database (None in memory)."""
+    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return Path(file) if file else None
+    return None
+
+
+class ChunkWriter:
+    """One thread and one connection to the state database; ``wait`` returns what the last chunk enqueued."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-writer")
+        self._future: Future[int] | None = None
+
+    def submit(self, work: Callable[[sqlite3.Connection], int]) -> None:
+        """Run ``work`` (one transaction, returning the operations it enqueued) once the last one is done."""
+        if self._future is not None:
+            raise RuntimeError("a chunk is still being written: wait() for it first")
+        self._future = self._executor.submit(self._run, work)
+
+    def wait(self) -> int:
+        """Block until the chunk in flight is committed; its failure is raised here."""
+        future, self._future = self._future, None
+        return 0 if future is None else future.result()
+
+    def close(self) -> None:
+        """Finish (a failure was already raised by ``wait``, or is dropped with the file) and release."""
+        future, self._future = self._future, None
+        if future is not None:
+            future.exception()  # waits; whoever stops early has reported its own error
+        self._executor.submit(self._close).result()
+        self._executor.shutdown()
+
+    def _run(self, work: Callable[[sqlite3.Connection], int]) -> int:
+        if self._conn is None:  # opened in the thread that uses it, as sqlite3 requires
+            self._conn = db.connect(self._path)
+        return work(self._conn)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class InlineWriter:
+    """The same interface, writing at once on the caller's connection (a database without a file)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._enqueued = 0
+
+    def submit(self, work: Callable[[sqlite3.Connection], int]) -> None:
+        self._enqueued += work(self._conn)
+
+    def wait(self) -> int:
+        enqueued, self._enqueued = self._enqueued, 0
+        return enqueued
+
+    def close(self) -> None:
+        pass
