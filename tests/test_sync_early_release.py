@@ -118,3 +118,29 @@ def test_a_large_broken_file_releases_nothing(damage: str, package: Path, tmp_pa
     dump = _json("sandbox", "-c", str(cfg), "dump", "--json")
     assert dump["calls"] == 0 and dump["products"] == []  # the offers wait for goods that never came
     assert _json("status", "-c", str(cfg), "--json")["waiting_offers"] > 0
+
+
+def test_an_unchanged_reexport_skips_the_second_parse(package: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.sync.pipeline as pipeline
+    from conftest import run_cli
+
+    started: list[str] = []
+
+    class Counted(pipeline.SoundnessCheck):
+        def start(self) -> pipeline.SoundnessCheck:
+            started.append(self.path.name)
+            return super().start()
+
+    monkeypatch.setattr(pipeline, "SoundnessCheck", Counted)
+    cfg = write_config(tmp_path)
+    assert run_cli("ingest", "-c", cfg, package)[0] == 0
+    assert len(started) == 2  # each file had work, and was proven while it was read
+    again = tmp_path / "again"
+    again.mkdir()
+    for path in package.glob("*.xml"):
+        (again / path.name).write_bytes(path.read_bytes().replace(b"2026-11-20T03:00:00", b"2026-11-22T03:00:00", 1))
+    started.clear()
+    code, output = run_cli("ingest", "-c", cfg, again)
+    assert code == 0 and "delivered 0 operation(s)" in output
+    assert started == []  # every record was skipped: nothing to release early, so no second parse

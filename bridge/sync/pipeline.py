@@ -158,9 +158,10 @@ class Pipeline:
         raw.header = reader.header
         self._raw = raw
         # While the file is proven sound on another core, its chunks are released as they are
-        # staged, and delivery may start long before the reader reaches the end (a dry run
-        # releases nothing, so it need not know).
-        check = None if self.dry_run else SoundnessCheck(path).start()
+        # staged, and delivery may start long before the reader reaches the end. The proof starts
+        # with the first record that needs work: an unchanged re-export skips every record and has
+        # nothing to release early, so it does not pay for a second parse (nor does a dry run).
+        check: SoundnessCheck | None = None
         self._released_so_far = 0
         self._writer = None  # proven sound: chunks commit straight into the outbox and id map, from a thread
         chunk: list[Record] = []
@@ -169,6 +170,8 @@ class Pipeline:
                 if names.learn(record):
                     continue
                 chunk.append(record)
+                if check is None and not self.dry_run:
+                    check = SoundnessCheck(path).start()
                 if len(chunk) >= (DIRECT_CHUNK if self._writer is not None else CHUNK):
                     if self._writer is None and check is not None and check.sound:
                         self._release(file_id, names)  # what was staged before the proof, first
