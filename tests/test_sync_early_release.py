@@ -144,3 +144,21 @@ def test_an_unchanged_reexport_skips_the_second_parse(package: Path, tmp_path: P
     code, output = run_cli("ingest", "-c", cfg, again)
     assert code == 0 and "delivered 0 operation(s)" in output
     assert started == []  # every record was skipped: nothing to release early, so no second parse
+
+
+def test_an_ingest_whose_helper_process_cannot_start_delivers_everything_itself(
+        package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import multiprocessing.context
+
+    from conftest import run_cli
+
+    def refuse(self: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", refuse)
+    cfg = write_config(tmp_path)
+    code, output = run_cli("ingest", "-c", cfg, package)
+    assert code == 0, output
+    delivered = int(output.split("delivered ")[1].split(" ")[0])
+    assert delivered > 5000 and json.loads(run_cli("sandbox", "-c", cfg, "dump", "--json")[1])["calls"] == delivered
+    assert "deliver.background not started" in caplog.text

@@ -45,6 +45,7 @@ class BackgroundDelivery:
         self.start_after = start_after
         self.error: str | None = None  # why the helper stopped early, if it did
         self._released = 0
+        self._failed_to_start = False
         self._process: Any = None
         self._stop: Any = None
         self._results: Any = None
@@ -55,8 +56,13 @@ class BackgroundDelivery:
 
     def released(self, count: int) -> None:
         self._released += count
-        if self._process is None and self._released >= self.start_after:
-            self._start()
+        if self._process is None and not self._failed_to_start and self._released >= self.start_after:
+            try:
+                self._start()
+            except OSError as exc:  # no process to be had (limits, memory): the ingest delivers it all itself
+                self._failed_to_start = True
+                self._process = None
+                log.warning("deliver.background not started error=%r; delivering after reading instead", str(exc))
 
     def _start(self) -> None:
         # spawn, not fork: a forked child would inherit the open SQLite connections of this one.
