@@ -693,10 +693,7 @@ class SandboxCrm(CrmAdapter):
     def _set_offer(self, conn: sqlite3.Connection, external_id: str, payload: dict[str, Any]) -> _Done:
         """Prices, then stock: each part the payload has. A stock refused after the prices were written
         is a half-written operation, which ``_apply_batch`` undoes and refuses as a whole."""
-        has_prices = "prices" in payload
-        has_stock = payload.get("stock") is not None or payload.get("quantity") is not None
-        if not has_prices and not has_stock:
-            raise Refused("set_offer needs prices, or stock or quantity")
+        has_prices, has_stock = checks.offer_parts(payload)
         done = []
         if has_prices:
             done.append(self._set_prices(conn, external_id, payload))

@@ -34,6 +34,15 @@ def checked_payload(op: Operation) -> dict[str, Any]:
     return payload
 
 
+def offer_parts(payload: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether a set_offer payload carries prices, and stock (per warehouse or a total); refused if neither."""
+    has_prices = "prices" in payload
+    has_stock = payload.get("stock") is not None or payload.get("quantity") is not None
+    if not has_prices and not has_stock:
+        raise Refused("set_offer needs prices, or stock or quantity")
+    return has_prices, has_stock
+
+
 def text(key: str, value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value

@@ -20,7 +20,7 @@ from bridge.crm.base import Operation
 from bridge.crm.bitrix24.context import Body, Ctx, ok, refused_by_portal
 from bridge.crm.bitrix24.lookups import PriceRow, ProductState, product_state
 from bridge.crm.bitrix24.plan import Cmd, Find, Line, Need, Post, Send, concrete
-from bridge.crm.bitrix24.values import Refused, currency, decimal, flag, ident, name, text
+from bridge.crm.bitrix24.values import Refused, currency, decimal, flag, ident, name, offer_parts, text
 
 NO_PRODUCT = "Bitrix24 has no product with this external id (xmlId); it must be sent before its prices or stock"
 
@@ -278,10 +278,7 @@ def set_offer(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
     The stock part checks its payload before its first request, so it is started first: a bad
     quantity refuses the whole operation before the prices are written.
     """
-    has_prices = "prices" in payload
-    has_stock = payload.get("stock") is not None or payload.get("quantity") is not None
-    if not has_prices and not has_stock:
-        raise Refused("set_offer needs prices, or stock or quantity")
+    has_prices, has_stock = offer_parts(payload)
     stock_body = set_stock(ctx, op, payload) if has_stock else None
     first_request = next(stock_body) if stock_body is not None else None
     results = []

@@ -6,9 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 # The checks every adapter shares; the portal's modules import them from here with the rest.
-from bridge.crm.values import Refused, exact_decimal, flag, ident, name, text
+from bridge.crm.values import Refused, exact_decimal, flag, ident, name, offer_parts, text
 
-__all__ = ["Refused", "currency", "decimal", "flag", "ident", "name", "plain", "text"]
+__all__ = ["Refused", "currency", "decimal", "flag", "ident", "name", "offer_parts", "plain", "text"]
 
 
 def decimal(key: str, value: Any) -> Decimal:
