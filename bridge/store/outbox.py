@@ -19,6 +19,7 @@ from typing import Any
 
 from bridge.crm.base import Operation
 from bridge.store.clock import now
+from bridge.store.db import json_array
 
 
 @dataclass(slots=True)
@@ -64,21 +65,16 @@ def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent]
              dumps(i.create_only) if i.create_only else None) for i in intents]
     if not rows:
         return 0
-    # One statement over a JSON array instead of executemany: SQLite then inserts every row without
-    # coming back to Python, so it holds no interpreter lock while it works (the pipeline commits from
-    # a thread while the reader runs) and pays no per-row call.
     if status == "staged":
         conn.execute("INSERT INTO staging_outbox (file_id, kind, entity, external_id, payload, match, create_only,"
                      " created_at) SELECT ?, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?"
-                     " FROM json_each(?)", (file_id, now(), _ROWS.encode(rows)))
+                     " FROM json_each(?)", (file_id, now(), json_array(rows)))
     else:
         conn.execute("INSERT INTO outbox (file_id, kind, entity, external_id, payload, match, create_only, status,"
                      " created_at) SELECT ?, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?, ?"
-                     " FROM json_each(?)", (file_id, status, now(), _ROWS.encode(rows)))
+                     " FROM json_each(?)", (file_id, status, now(), json_array(rows)))
     return len(rows)
 
-
-_ROWS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # rows of text: no sorting, no defaults
 
 
 def release_staged(conn: sqlite3.Connection, file_id: int) -> int:
@@ -129,7 +125,7 @@ def mark_done(conn: sqlite3.Connection, ids: list[int]) -> None:
     # One statement for the batch: a delivery marks every operation it sends.
     if ids:
         conn.execute("UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL"
-                     " WHERE id IN (SELECT value FROM json_each(?))", (now(), json.dumps(ids)))
+                     " WHERE id IN (SELECT value FROM json_each(?))", (now(), json_array(ids)))
 
 
 def mark_failed(conn: sqlite3.Connection, failures: list[tuple[int, str]]) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.store.clock import now
+from bridge.store.db import json_array
 from bridge.store.outbox import Intent, dumps
 
 _CHUNK = 500  # SQLite's variable limit is far above; this keeps statements short
@@ -63,17 +64,15 @@ def remember(conn: sqlite3.Connection, intents: Iterable[tuple[Intent, str]]) ->
     rows = [(i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents]
     if not rows:
         return
-    # One statement over a JSON array (see outbox.add): no interpreter lock held, no call per row.
-    # Rows are applied in order, so the last of two fingerprints for one record wins, as it did.
+    # One statement over a JSON array (db.json_array). Rows are applied in order, so the last of two
+    # fingerprints for one record wins, as it did.
     conn.execute(
         "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
         " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ? FROM json_each(?) WHERE true"
         " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
         " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
-        " updated_at = excluded.updated_at", (now(), _ROWS.encode(rows)))
+        " updated_at = excluded.updated_at", (now(), json_array(rows)))
 
-
-_ROWS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
@@ -200,4 +199,4 @@ def mark_seen(conn: sqlite3.Connection, file_id: int, ids: Iterable[str]) -> Non
     listed = list(ids)
     if listed:
         conn.execute("INSERT OR IGNORE INTO seen (file_id, external_id) SELECT ?, value FROM json_each(?)",
-                     (file_id, _ROWS.encode(listed)))
+                     (file_id, json_array(listed)))
