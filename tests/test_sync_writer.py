@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import db
-from bridge.sync.writer import ChunkWriter, InlineWriter, database_path
+from bridge.sync.writer import ChunkWriter, database_path
 
 
 def _insert(rows: int, fail: bool = False, label: str = "a"):
@@ -53,13 +53,6 @@ def test_a_failed_chunk_is_raised_to_the_pipeline_and_close_still_releases(tmp_p
     assert conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0] == 0
 
 
-def test_a_database_without_a_file_is_written_inline() -> None:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.execute("CREATE TABLE seen (file_id INTEGER, external_id TEXT)")
-    assert database_path(conn) is None
-    writer = InlineWriter(conn)
-    writer.submit(_insert(5))
-    writer.submit(_insert(7))
-    assert writer.wait() == 12 and writer.wait() == 0
-    writer.close()
-    assert conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0] == 12
+
+def test_a_database_without_a_file_has_no_path_for_a_writer() -> None:
+    assert database_path(sqlite3.connect(":memory:")) is None

@@ -72,10 +72,6 @@ class SoundnessCheck:
     def sound(self) -> bool:
         return self._verdict is True
 
-    def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return self.sound
-
     def _run(self) -> None:
         try:
             self._verdict = parses_to_the_end(self.path)

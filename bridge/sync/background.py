@@ -50,10 +50,6 @@ class BackgroundDelivery:
         self._stop: Any = None
         self._results: Any = None
 
-    @property
-    def started(self) -> bool:
-        return self._process is not None
-
     def released(self, count: int) -> None:
         self._released += count
         if self._process is None and not self._failed_to_start and self._released >= self.start_after:

@@ -38,7 +38,7 @@ from bridge.sync.codec import offer_from_json, offer_to_json
 from bridge.sync.deactivation import Decision, deactivate
 from bridge.sync.names import Names
 from bridge.sync.rawskip import RawSkip
-from bridge.sync.writer import ChunkWriter, InlineWriter, database_path
+from bridge.sync.writer import ChunkWriter, database_path
 
 log = logging.getLogger(__name__)
 CHUNK = 2000
@@ -95,7 +95,7 @@ class Pipeline:
         self.progress = progress
         self.on_release = on_release
         self.archive_dir = None if dry_run else config.archive_path
-        self._writer: ChunkWriter | InlineWriter | None = None
+        self._writer: ChunkWriter | None = None
         self._released_so_far = 0
 
     # -- a batch ----------------------------------------------------------------
@@ -191,16 +191,17 @@ class Pipeline:
         raw.flush_seen()
         return self._commit(file_id, name, reader, names, plan, released)
 
-    def _new_writer(self) -> ChunkWriter | InlineWriter:
+    def _new_writer(self) -> ChunkWriter | None:
+        """None for a database without a file: its chunks then go on being staged and released."""
         path = database_path(self.conn)
-        return ChunkWriter(path) if path is not None else InlineWriter(self.conn)
+        return ChunkWriter(path) if path is not None else None
 
     def _await_writes(self) -> None:
         """The chunk in flight is committed: what it enqueued is released now."""
         if self._writer is not None:
             self._released(self._writer.wait())
 
-    def _release(self, file_id: int, names: Names) -> int:
+    def _release(self, file_id: int, names: Names) -> None:
         """Make what is staged of a sound file deliverable now, with the fingerprints and names it implies.
 
         Should the process die before the file commits, the file is read again from the start; what
@@ -211,14 +212,17 @@ class Pipeline:
             state.merge_staged(self.conn, file_id)
             released = outbox.release_staged(self.conn, file_id)
         self._released(released)
-        return released
 
     def _released(self, count: int) -> None:
+        """``count`` operations of the file being read became deliverable."""
         self._released_so_far += count
         if count:
             faults.checkpoint("released")
-            if self.on_release is not None:
-                self.on_release(count)
+        self._notify(count)
+
+    def _notify(self, count: int) -> None:
+        if count and self.on_release is not None:
+            self.on_release(count)
 
     def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
                plan: defaultdict[str, dict[str, int]]) -> None:
@@ -372,8 +376,7 @@ class Pipeline:
                                  "contains_only_changes": header.contains_only_changes}))
         log.info("file.committed id=%d name=%r operations=%d", file_id, name, enqueued)
         faults.checkpoint("committed")
-        if last and self.on_release is not None:
-            self.on_release(last)
+        self._notify(last)
         self.release_waiting()
         return FileOutcome(file_id, name, "committed", dict(plan), reader.counts, reader.problems)
 
@@ -434,8 +437,7 @@ class Pipeline:
             state.unwait(self.conn, released)
             state.rewait(self.conn, still)
             journal.write_many(self.conn, entries)
-        if enqueued and self.on_release is not None:
-            self.on_release(enqueued)
+        self._notify(enqueued)
         return len(released)
 
 

@@ -65,20 +65,3 @@ class ChunkWriter:
             self._conn.close()
             self._conn = None
 
-
-class InlineWriter:
-    """The same interface, writing at once on the caller's connection (a database without a file)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._enqueued = 0
-
-    def submit(self, work: Callable[[sqlite3.Connection], int]) -> None:
-        self._enqueued += work(self._conn)
-
-    def wait(self) -> int:
-        enqueued, self._enqueued = self._enqueued, 0
-        return enqueued
-
-    def close(self) -> None:
-        pass
