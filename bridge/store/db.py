@@ -8,13 +8,14 @@ without the other.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bridge.store.jsontext import compact
 
 CACHE_KIB = 32 * 1024
 
@@ -249,10 +250,7 @@ def json_array(values: list[Any]) -> str:
     """``values`` as the JSON array a bulk statement reads with json_each: one statement inserts every
     row without coming back to Python, so SQLite holds no interpreter lock while it works (the pipeline
     commits from a thread while the reader runs) and pays no call per row."""
-    return _ARRAY.encode(values)
-
-
-_ARRAY = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # rows of plain values: no sorting
+    return compact(values)
 
 
 @contextmanager

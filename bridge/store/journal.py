@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.store.clock import now
+from bridge.store.jsontext import compact
 
-# json.dumps with options builds a new encoder per call; a delivery journals every operation.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 @dataclass(slots=True)
@@ -38,7 +37,7 @@ def write_many(conn: sqlite3.Connection, entries: Iterable[Entry]) -> None:
     conn.executemany(
         "INSERT INTO journal (at, file_id, entity, external_id, step, status, message, detail) VALUES (?,?,?,?,?,?,?,?)",
         [(at, e.file_id, e.entity, e.external_id, e.step, e.status, e.message,
-          _ENCODER.encode(e.detail) if e.detail is not None else None) for e in entries])
+          compact(e.detail) if e.detail is not None else None) for e in entries])
 
 
 def query(conn: sqlite3.Connection, *, file_id: int | None = None, external_id: str | None = None,

@@ -10,7 +10,6 @@ once; every operation is an idempotent upsert, so a redelivery is harmless.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from typing import Any
 from bridge.crm.base import Operation
 from bridge.store.clock import now
 from bridge.store.db import json_array
+from bridge.store.jsontext import canonical, loads
 
 
 @dataclass(slots=True)
@@ -51,12 +51,9 @@ class Intent:
         return cls(**data)
 
 
-# Canonical (sorted, compact) so equal payloads are equal text; built once, not per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """Canonical (sorted, compact) so equal payloads are equal text."""
+    return canonical(value)
 
 
 def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent], status: str) -> int:
@@ -115,9 +112,9 @@ def due(conn: sqlite3.Connection, limit: int, *, kinds: tuple[str, ...] | None =
     rows = conn.execute(
         "SELECT id, file_id, kind, entity, external_id, payload, match, create_only, attempts FROM outbox"
         f" WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-    return [Pending(Operation(kind=r[2], external_id=r[4], payload=json.loads(r[5]),
-                              match=json.loads(r[6]) if r[6] else None,
-                              create_only=json.loads(r[7]) if r[7] else [], id=r[0], payload_text=r[5]),
+    return [Pending(Operation(kind=r[2], external_id=r[4], payload=loads(r[5]),
+                              match=loads(r[6]) if r[6] else None,
+                              create_only=loads(r[7]) if r[7] else [], id=r[0], payload_text=r[5]),
                     entity=r[3], file_id=r[1], attempts=r[8]) for r in rows]
 
 
