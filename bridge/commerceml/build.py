@@ -37,11 +37,16 @@ def local(tag: object) -> str:
     return name
 
 
-def kids(element: etree._Element) -> Iterator[tuple[str, etree._Element]]:
+def kids(element: etree._Element) -> list[tuple[str, etree._Element]]:
+    """Children with their local names (a list: cheaper than a generator for the handful a node has)."""
+    get = _LOCAL.get
+    result = []
     for c in element:
-        name = local(c.tag)
+        tag = c.tag  # lxml builds this string anew on each access: read it once
+        name = get(tag) or local(tag)
         if name:
-            yield name, c
+            result.append((name, c))
+    return result
 
 
 def fields(element: etree._Element) -> dict[str, etree._Element]:
@@ -57,15 +62,19 @@ def fields(element: etree._Element) -> dict[str, etree._Element]:
 
 
 def text(element: etree._Element | None) -> str | None:
-    if element is None or element.text is None:
+    if element is None:
         return None
-    value = element.text.strip()
-    return value or None
+    value = element.text  # decoded anew on each access: read it once
+    if value is None:
+        return None
+    return value.strip() or None
 
 
 def child(element: etree._Element, name: str) -> etree._Element | None:
-    for tag, c in kids(element):
-        if tag == name:
+    get = _LOCAL.get
+    for c in element:
+        tag = c.tag
+        if (get(tag) or local(tag)) == name:
             return c
     return None
 
@@ -225,7 +234,7 @@ def _property_values(container: etree._Element | None, dictionaries: dict[str, d
     for tag, c in kids(container):
         if tag != "ЗначенияСвойства":
             continue
-        children = list(kids(c))
+        children = kids(c)
         pid = next((text(v) for t, v in children if t == "Ид"), None)
         if pid is None:
             continue
@@ -250,9 +259,10 @@ def _name_rate(container: etree._Element | None, item: str, value: str) -> Itera
         return
     for tag, c in kids(container):
         if tag == item:
-            name = child_text(c, "Наименование")
+            parts = fields(c)
+            name = text(parts.get("Наименование"))
             if name is not None:
-                yield name, child_text(c, value) or ""
+                yield name, text(parts.get(value)) or ""
 
 
 def product(element: etree._Element, dictionaries: dict[str, dict[str, str]], catalog_id: str | None) -> Product | None:
@@ -260,8 +270,10 @@ def product(element: etree._Element, dictionaries: dict[str, dict[str, str]], ca
     group_ids: list[str] = []
     images: list[str] = []
     barcode = None
+    get = _LOCAL.get
     for c in element:
-        tag = local(c.tag)
+        tag = c.tag
+        tag = get(tag) or local(tag)
         if tag == "Группы":
             group_ids.extend(t for t in (text(g) for gt, g in kids(c) if gt == "Ид") if t)
         elif tag == "Картинка":
@@ -335,7 +347,7 @@ def _stock_rests(container: etree._Element, stock: dict[str, Decimal], warn: War
 
 def offer(element: etree._Element, warn: Warn, dictionaries: dict[str, dict[str, str]],
           package_id: str | None, catalog_id: str | None) -> Offer | None:
-    children = list(kids(element))
+    children = kids(element)
     full_id = next((text(c) for tag, c in children if tag == "Ид"), None)
     if full_id is None:
         return None
