@@ -411,20 +411,21 @@ class FileReader:
         element.clear(keep_tail=False)
 
     def _check_offer(self, offer: Offer, element: etree._Element, index: int) -> None:
-        path = record_path(element, index)
+        # The path only for a warning: walking the ancestors for each of a million offers adds up.
         if offer.prices:
             self._offer_shape["prices"] = True
             if self._price_types:
                 for price in offer.prices:
                     if price.price_type_id not in self._price_types:
-                        self.report(WARNING, element.sourceline or 0, path,
+                        self.report(WARNING, element.sourceline or 0, record_path(element, index),
                                     f"price type {price.price_type_id} is not among this file's ТипыЦен")
         if offer.stock is not None or offer.quantity is not None:
             self._offer_shape["stock"] = True
             if self._warehouses and offer.stock:
                 for wid in offer.stock:
                     if wid not in self._warehouses:
-                        self.report(WARNING, element.sourceline or 0, path, f"warehouse {wid} is not among this file's Склады")
+                        self.report(WARNING, element.sourceline or 0, record_path(element, index),
+                                    f"warehouse {wid} is not among this file's Склады")
         if offer.name or offer.characteristics or offer.sku:
             self._offer_shape["other"] = True
 

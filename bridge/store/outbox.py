@@ -141,6 +141,12 @@ def depth(conn: sqlite3.Connection) -> dict[str, int]:
                              " GROUP BY status").fetchall())
 
 
+def refused_of_file(conn: sqlite3.Connection, file_id: int) -> list[tuple[str, str]]:
+    """(entity, external_id) of the file's operations the CRM refused for good."""
+    return conn.execute("SELECT entity, external_id FROM outbox WHERE file_id = ? AND status = 'failed'",
+                        (file_id,)).fetchall()
+
+
 def open_for_file(conn: sqlite3.Connection, file_id: int) -> dict[str, int]:
     return dict(conn.execute("SELECT status, COUNT(*) FROM outbox WHERE file_id = ? GROUP BY status",
                              (file_id,)).fetchall())

@@ -179,6 +179,8 @@ class Pipeline:
                     self._stage(file_id, chunk, reader.header, names, plan)
                     chunk = []
             self._await_writes()
+            if self._writer is not None and not reader.has_errors:
+                self._merge_direct(file_id)
         finally:
             if self._writer is not None:
                 self._writer.close()
@@ -195,6 +197,18 @@ class Pipeline:
         """None for a database without a file: its chunks then go on being staged and released."""
         path = database_path(self.conn)
         return ChunkWriter(path) if path is not None else None
+
+    def _look_here(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        return query(self.conn)
+
+    def _merge_direct(self, file_id: int) -> None:
+        """The fingerprints the writer staged go into records, once the file is read to its end."""
+        def merge(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                state.merge_staged(conn, file_id)
+                forget_refused(conn, file_id)
+        assert self._writer is not None
+        self._writer.run(merge)
 
     def _await_writes(self) -> None:
         """The chunk in flight is committed: what it enqueued is released now."""
@@ -227,9 +241,11 @@ class Pipeline:
     def _stage(self, file_id: int, records: list[Record], header: Header, names: Names,
                plan: defaultdict[str, dict[str, int]]) -> None:
         """Map a chunk and stage what changed; once the file is proven sound (a writer exists), have
-        the writer enqueue it and record its fingerprints at once instead."""
+        the writer enqueue it at once, and stage its fingerprints in the writer's connection."""
         self._await_writes()  # every lookup below must see the chunk before
         direct = self._writer is not None
+        # Where this file's staged fingerprints are: they are looked up on the same connection.
+        look = self._writer.run if self._writer is not None else self._look_here
         mapped: list[tuple[Record, mapping.Mapped]] = []
         failures: list[journal.Entry] = []
         for record in records:
@@ -240,8 +256,8 @@ class Pipeline:
                 failures.append(journal.Entry("map", "error", f"could not map this {record.kind}: {exc!r}", file_id,
                                               record.kind, getattr(record, "id", None)))
                 log.exception("map.failed file=%d record=%r", file_id, getattr(record, "id", None))
-        staged_in = None if direct else file_id  # where this file's earlier records are looked up too
-        known = state.known_products(self.conn, _product_needs(m for _, m in mapped), staged_in)
+        needs = _product_needs(m for _, m in mapped)
+        known = look(lambda conn: state.known_products(conn, needs, file_id))
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
         waiting_entries: list[journal.Entry] = []
@@ -258,8 +274,8 @@ class Pipeline:
                 if intent.entity in state.PRODUCT_ENTITIES:
                     known.add(intent.external_id)
             ready.extend(m.intents)
-        ready, stale = self._drop_stale(ready, header, file_id, plan, direct)
-        to_stage = self._changed(ready, staged_in, plan)
+        ready, stale = self._drop_stale(ready, header, file_id, plan, look)
+        to_stage = self._changed(ready, file_id, plan, look)
         waiting_ids = {w[0] for w in waiting}
         failed_ids = {e.external_id for e in failures}
         raw_digests: list[tuple[Intent, str]] = []
@@ -274,13 +290,17 @@ class Pipeline:
             seen = [r.id for r in records if isinstance(r, Product) and not r.characteristic_id]
         operations = _operations([intent for intent, _ in to_stage])
         entries = failures + waiting_entries + stale
-        if self._writer is not None:
+        if direct:
             dictionary = names.flush()
 
             def write(conn: sqlite3.Connection) -> int:
+                # The operations go out now; their fingerprints wait in the writer connection's staging
+                # table (temporary: no WAL) until the file is read, and then go into records in key
+                # order (_merge_direct). A crash before that reads the file again and sends those
+                # operations again: idempotent upserts, the same end state.
                 with transaction(conn):
                     state.put_dictionary(conn, dictionary)
-                    state.remember(conn, to_stage + raw_digests)
+                    state.stage(conn, file_id, to_stage + raw_digests)
                     enqueued = outbox.add(conn, file_id, operations, "pending")
                     state.wait(conn, file_id, waiting)
                     state.mark_seen(conn, file_id, seen)
@@ -288,6 +308,7 @@ class Pipeline:
                 faults.checkpoint("staged")
                 return enqueued
 
+            assert self._writer is not None
             self._writer.submit(write)
             return
         with transaction(self.conn):
@@ -298,14 +319,14 @@ class Pipeline:
             journal.write_many(self.conn, entries)
         faults.checkpoint("staged")
 
-    def _drop_stale(self, intents: list[Intent], header: Header, file_id: int,
-                    plan: defaultdict[str, dict[str, int]], direct: bool) -> tuple[list[Intent], list[journal.Entry]]:
+    def _drop_stale(self, intents: list[Intent], header: Header, file_id: int, plan: defaultdict[str, dict[str, int]],
+                    look: Callable[[Callable[[sqlite3.Connection], Any]], Any]) -> tuple[list[Intent], list[journal.Entry]]:
         """A document older than what the deal already shows must not overwrite it (GUIDE §2)."""
         deals = [i for i in intents if i.entity == "deal"]
         moment = _moment(header.generated_at)
         if not deals or moment is None:
             return intents, []
-        known = state.fingerprints(self.conn, "facts:deal", [i.external_id for i in deals], None if direct else file_id)
+        known = look(lambda conn: state.fingerprints(conn, "facts:deal", [i.external_id for i in deals], file_id))
         keep, entries, newest = [], [], []
         for intent in intents:
             if intent.entity == "deal":
@@ -319,11 +340,10 @@ class Pipeline:
                 newest.append((Intent("facts:deal", "", intent.external_id, {}), moment))
             keep.append(intent)
         if newest:
-            with transaction(self.conn):
-                if direct:
-                    state.remember(self.conn, newest)
-                else:
-                    state.stage(self.conn, file_id, newest)
+            def stage_newest(conn: sqlite3.Connection) -> None:
+                with transaction(conn):
+                    state.stage(conn, file_id, newest)
+            look(stage_newest)
         return keep, entries
 
     def _map(self, record: Record, names: Names) -> mapping.Mapped:
@@ -337,13 +357,14 @@ class Pipeline:
             return mapping.Mapped(intents=mapping.document(record, self.rules, self.config.statuses))
         raise TypeError(f"no mapping for {type(record).__name__}")
 
-    def _changed(self, intents: list[Intent], file_id: int | None,
-                 plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
+    def _changed(self, intents: list[Intent], file_id: int | None, plan: defaultdict[str, dict[str, int]],
+                 look: Callable[[Callable[[sqlite3.Connection], Any]], Any] | None = None) -> list[tuple[Intent, str]]:
         """Keep the intents whose fingerprint differs from what was last enqueued."""
         by_entity: dict[str, list[str]] = defaultdict(list)
         for intent in intents:
             by_entity[intent.entity].append(intent.external_id)
-        current = {entity: state.fingerprints(self.conn, entity, ids, file_id) for entity, ids in by_entity.items()}
+        current = (look or self._look_here)(lambda conn: {entity: state.fingerprints(conn, entity, ids, file_id)
+                                                          for entity, ids in by_entity.items()})
         changed: list[tuple[Intent, str]] = []
         for intent in intents:
             fp = fingerprint(intent)
@@ -363,6 +384,7 @@ class Pipeline:
         with transaction(self.conn):
             state.put_dictionary(self.conn, names.flush())
             state.merge_staged(self.conn, file_id)
+            forget_refused(self.conn, file_id)
             last = outbox.release_staged(self.conn, file_id)
             enqueued = released + last
             ledger.update(self.conn, file_id, status="committed", kind=header.kind, counts=reader.counts,
@@ -439,6 +461,13 @@ class Pipeline:
             journal.write_many(self.conn, entries)
         self._notify(enqueued)
         return len(released)
+
+
+def forget_refused(conn: sqlite3.Connection, file_id: int) -> None:
+    """After a merge of the file's fingerprints: the CRM may have refused some of its operations (released
+    early) before there was a fingerprint to forget. Forget them now, so the next export sends them again."""
+    for entity, external_id in outbox.refused_of_file(conn, file_id):
+        state.forget_fingerprint(conn, entity, external_id)
 
 
 def _operations(intents: list[Intent]) -> list[Intent]:

@@ -15,8 +15,11 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.store import db
+
+T = TypeVar("T")
 
 
 def database_path(conn: sqlite3.Connection) -> Path | None:
@@ -47,6 +50,13 @@ class ChunkWriter:
         future, self._future = self._future, None
         return 0 if future is None else future.result()
 
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the writer's connection (after the chunk in flight) and return its result:
+        what the writer staged is visible only there."""
+        if self._future is not None:
+            raise RuntimeError("a chunk is still being written: wait() for it first")
+        return self._executor.submit(self._run, work).result()
+
     def close(self) -> None:
         """Finish (a failure was already raised by ``wait``, or is dropped with the file) and release."""
         future, self._future = self._future, None
@@ -55,7 +65,7 @@ class ChunkWriter:
         self._executor.submit(self._close).result()
         self._executor.shutdown()
 
-    def _run(self, work: Callable[[sqlite3.Connection], int]) -> int:
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:  # opened in the thread that uses it, as sqlite3 requires
             self._conn = db.connect(self._path)
         return work(self._conn)
