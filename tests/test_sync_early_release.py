@@ -162,3 +162,57 @@ def test_an_ingest_whose_helper_process_cannot_start_delivers_everything_itself(
     delivered = int(output.split("delivered ")[1].split(" ")[0])
     assert delivered > 5000 and json.loads(run_cli("sandbox", "-c", cfg, "dump", "--json")[1])["calls"] == delivered
     assert "deliver.background not started" in caplog.text
+
+
+def test_an_offer_refused_while_its_file_is_read_is_sent_again_with_the_next_export(package: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from lxml import etree
+
+    from bridge.cli.context import load_config, state_connection
+    from bridge.commerceml.files import expand_inputs
+    from bridge.crm.registry import open_adapter
+    from bridge.crm.sandbox import SandboxCrm
+    from bridge.sync.deliver import deliver
+    from bridge.sync.pipeline import Pipeline, finish_files
+    from conftest import run_cli
+
+    offers = [el.text for _, el in etree.iterparse(str(package / "offers0_1.xml"), tag="{*}Ид")
+              if etree.QName(el.getparent()).localname == "Предложение"]
+    refused = offers[10]  # in the first chunk: released, and refused, long before the file is merged
+    cfg = write_config(tmp_path)
+    config = load_config(cfg)
+    (tmp_path / "var").mkdir()
+    with SandboxCrm(tmp_path / "var" / "crm.db"):
+        pass  # the CRM exists before the bridge first talks to it
+    crm = sqlite3.connect(tmp_path / "var" / "crm.db")
+    # A rule someone added to the CRM by hand: it refuses this one offer's prices.
+    crm.execute("CREATE TRIGGER refuse_one BEFORE INSERT ON prices WHEN NEW.product_id = "
+                f"(SELECT id FROM products WHERE external_id = '{refused}') "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a rule'); END")
+    crm.commit()
+    refusals_while_read: list[int] = []
+    with state_connection(config) as conn, state_connection(config) as delivering, open_adapter(config) as adapter:
+        def deliver_now(count: int) -> None:  # as the delivery process does, but at once
+            refusals_while_read.append(deliver(delivering, adapter).failed)
+
+        pipeline = Pipeline(conn, config, on_release=deliver_now)
+        with expand_inputs([package]) as items:
+            outcomes = [pipeline.ingest_file(item) for item in items]
+        assert [o.status for o in outcomes] == ["committed", "committed"]
+        deliver(conn, adapter)
+        assert [f.status for f in finish_files(conn)] == ["applied", "partial"]
+    assert sum(refusals_while_read) == 1  # before the offers file was merged: there was nothing to forget yet
+    crm.execute("DROP TRIGGER refuse_one")
+    crm.commit()
+    crm.close()
+    again = tmp_path / "again"
+    again.mkdir()
+    for path in package.glob("*.xml"):
+        (again / path.name).write_bytes(path.read_bytes().replace(b"2026-11-20T03:00:00", b"2026-11-23T03:00:00", 1))
+    code, output = run_cli("ingest", "-c", cfg, again)
+    # Only the refused offer goes again: its fingerprint was forgotten after the merge wrote it.
+    assert code == 0 and "delivered 1 operation(s)" in output, output
+    product = next(p for p in json.loads(run_cli("sandbox", "-c", cfg, "dump", "--json")[1])["products"]
+                   if p["external_id"] == refused)
+    assert product["prices"]
