@@ -19,6 +19,7 @@ from bridge.commerceml.files import InputFile, expand_inputs
 from bridge.errors import UserError
 from bridge.store import journal, ledger, outbox, state
 from bridge.sync.background import BackgroundDelivery
+from bridge.sync.batch import fewer_collections
 from bridge.sync.deliver import DeliveryStats, deliver
 from bridge.sync.pipeline import FileOutcome, Pipeline, finish_files
 
@@ -64,7 +65,7 @@ def _run(config_path: Path, items_factory: Any, *, dry_run: bool, force: bool, s
     progress = TerminalProgress()
     # Delivery starts in a second process as soon as enough is released, while reading goes on.
     background = None if dry_run else BackgroundDelivery(config.path)
-    with state_connection(config, dry_run=dry_run) as conn:
+    with fewer_collections(), state_connection(config, dry_run=dry_run) as conn:
         # Progress only for a person watching: counting bytes costs the reader its fastest path.
         pipeline = Pipeline(conn, config, dry_run=dry_run, force=force,
                             progress=progress if progress.enabled else None,

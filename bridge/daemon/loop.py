@@ -28,6 +28,7 @@ from bridge.secrets import credential_path
 from bridge.store import journal, outbox, state
 from bridge.store.db import transaction
 from bridge.sync.deliver import deliver
+from bridge.sync.batch import fewer_collections
 from bridge.sync.pipeline import Pipeline, finish_files
 from bridge.transport.base import RemoteFile, Source, SourceSettings
 
@@ -150,6 +151,10 @@ class Daemon:
 
     # -- one cycle ------------------------------------------------------------------
     def cycle(self) -> CycleReport:
+        with fewer_collections():  # a cycle may read a whole catalog (sync/batch.py)
+            return self._cycle()
+
+    def _cycle(self) -> CycleReport:
         report = CycleReport()
         for item in self.sources:
             if self.shutdown.requested:

@@ -29,6 +29,7 @@ from bridge import config as config_module
 from bridge import faults
 from bridge.crm.registry import open_adapter
 from bridge.store import db
+from bridge.sync.batch import fewer_collections
 from bridge.sync.deliver import DeliveryStats, deliver
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _deliver_until_stopped(config_path: str, parent: int, log_level: int, stop: 
         config = config_module.load(Path(config_path))
         conn = db.connect(config.state_path)
         try:
-            with open_adapter(config) as adapter:
+            with fewer_collections(), open_adapter(config) as adapter:
                 while True:
                     stopping = stop.is_set()  # asked before this pass: the pass sends all that was due
                     stats = deliver(conn, adapter, patience=0.0)
