@@ -43,6 +43,8 @@ class Mapping:
 
     def owned(self, entity: str) -> list[str]:
         """Fields of ``entity`` ("product", "company", ...) the CRM owns after creation."""
+        if not self.crm_owned_fields:  # the usual case, asked once per record of a catalog
+            return []
         prefix = entity + "."
         return [f[len(prefix):] for f in self.crm_owned_fields if f.startswith(prefix)]
 

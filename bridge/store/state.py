@@ -48,9 +48,15 @@ PRODUCT_ENTITIES = ("product", "variant")  # a variant made from an offer is a p
 
 
 def known_products(conn: sqlite3.Connection, ids: Sequence[str], file_id: int | None) -> set[str]:
-    if not ids:
-        return set()
-    return {i for entity in PRODUCT_ENTITIES for i in fingerprints(conn, entity, ids, file_id)}
+    known: set[str] = set()
+    wanted = list(dict.fromkeys(ids))
+    for entity in PRODUCT_ENTITIES:  # an id known as a product is not looked for among the variants
+        if not wanted:
+            break
+        found = fingerprints(conn, entity, wanted, file_id)
+        known.update(found)
+        wanted = [i for i in wanted if i not in found]
+    return known
 
 
 def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent, str]]) -> None:

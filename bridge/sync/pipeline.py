@@ -474,16 +474,16 @@ def _operations(intents: list[Intent]) -> list[Intent]:
     """What the outbox carries for ``intents``: an offer's prices and stock (each kept, fingerprinted and
     counted on its own) travel as one set_offer with the parts that changed."""
     result: list[Intent] = []
+    last: Intent | None = None  # the set_offer being filled
     for intent in intents:
         if intent.entity not in _OFFER_PARTS:
             result.append(intent)
-            continue
-        last = result[-1] if result else None
-        if last is not None and last.entity == "offer" and last.external_id == intent.external_id:
-            last.payload = {**last.payload, **intent.payload}  # mapping sends the prices first, then the stock
-            last.payload_json = None
+            last = None
+        elif last is not None and last.external_id == intent.external_id:
+            last.payload.update(intent.payload)  # mapping sends the prices first, then the stock
         else:
-            result.append(Intent("offer", SET_OFFER, intent.external_id, dict(intent.payload)))
+            last = Intent("offer", SET_OFFER, intent.external_id, dict(intent.payload))  # a copy: the part keeps its own
+            result.append(last)
     return result
 
 
