@@ -1,12 +1,14 @@
 """Commit the chunks of a sound file from a second thread while the reader goes on with the next one.
 
-Each chunk's commit inserts thousands of rows into indexes keyed by 1C's random
-GUIDs and writes the pages they land on to the WAL: a fifth of a large first
-ingest. SQLite lets go of the interpreter lock while it does that, so in a
-thread of its own, with a connection of its own, it overlaps the parsing and
-building of the next chunk, which need the lock. One chunk is in flight at a
-time, and the pipeline waits for it before it looks anything up for the next
-one, so every lookup sees every earlier chunk exactly as before.
+Each chunk's operations are committed to the outbox (deliverable at once) from a
+thread with a connection of its own; SQLite lets go of the interpreter lock while
+it works, so that overlaps the parsing and building of the next chunk, which need
+the lock. The chunk's fingerprints are staged in the same connection's temporary
+table and go into records in key order once the file is read (pipeline
+``_merge_direct``): records is keyed by 1C's random GUIDs, and inserting chunk
+by chunk rewrote pages all over it at every commit. Since those fingerprints are
+visible only on this connection, the pipeline's lookups run here too (``run``),
+after the chunk in flight, so every lookup sees every earlier chunk.
 """
 
 from __future__ import annotations
