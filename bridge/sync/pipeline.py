@@ -55,6 +55,7 @@ CHUNK = 2000
 DIRECT_CHUNK = 4000
 _MISSING = object()
 Progress = Callable[[str, int, int, int], None]  # name, bytes read, size, records
+Look = Callable[[Callable[[sqlite3.Connection], Any]], Any]  # runs a query where the file's staging is
 
 
 _PLAIN_TRAILERS: dict[str, bytes] = {}  # kind -> the trailer of an intent without match or create_only
@@ -250,7 +251,7 @@ class Pipeline:
         self._await_writes()  # every lookup below must see the chunk before
         direct = self._writer is not None
         # Where this file's staged fingerprints are: they are looked up on the same connection.
-        look = self._writer.run if self._writer is not None else self._look_here
+        look: Look = self._writer.run if self._writer is not None else self._look_here
         mapped: list[tuple[Record, mapping.Mapped]] = []
         failures: list[journal.Entry] = []
         for record in records:
@@ -325,7 +326,7 @@ class Pipeline:
         faults.checkpoint("staged")
 
     def _drop_stale(self, intents: list[Intent], header: Header, file_id: int, plan: defaultdict[str, dict[str, int]],
-                    look: Callable[[Callable[[sqlite3.Connection], Any]], Any]) -> tuple[list[Intent], list[journal.Entry]]:
+                    look: Look) -> tuple[list[Intent], list[journal.Entry]]:
         """A document older than what the deal already shows must not overwrite it (GUIDE §2)."""
         deals = [i for i in intents if i.entity == "deal"]
         moment = _moment(header.generated_at)
@@ -363,7 +364,7 @@ class Pipeline:
         raise TypeError(f"no mapping for {type(record).__name__}")
 
     def _changed(self, intents: list[Intent], file_id: int | None, plan: defaultdict[str, dict[str, int]],
-                 look: Callable[[Callable[[sqlite3.Connection], Any]], Any] | None = None) -> list[tuple[Intent, str]]:
+                 look: Look | None = None) -> list[tuple[Intent, str]]:
         """Keep the intents whose fingerprint differs from what was last enqueued."""
         by_entity: dict[str, list[str]] = defaultdict(list)
         for intent in intents:
