@@ -73,7 +73,6 @@ def add(conn: sqlite3.Connection, file_id: int | None, intents: Iterable[Intent]
     return len(rows)
 
 
-
 def release_staged(conn: sqlite3.Connection, file_id: int) -> int:
     """The file committed: its staged operations become pending, in the order they were staged."""
     released = conn.execute(

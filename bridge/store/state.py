@@ -59,8 +59,20 @@ def known_products(conn: sqlite3.Connection, ids: Sequence[str], file_id: int | 
     return known
 
 
+def _rows(intents: Iterable[tuple[Intent, str]]) -> list[tuple[str, str, str, str | None, int]]:
+    """(entity, external_id, fingerprint, catalog_id, active): what records and staging keep of an intent."""
+    return [(i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents]
+
+
+# How a fingerprint row goes into records, from remember and from merge_staged alike.
+_INTO_RECORDS = "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
+_ON_CONFLICT = (" ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
+                " updated_at = excluded.updated_at")
+
+
 def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent, str]]) -> None:
-    rows = [(i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents]
+    rows = _rows(intents)
     if rows:  # one statement over a JSON array (db.json_array); the last of two rows for a record wins
         conn.execute("INSERT OR REPLACE INTO staging_records (file_id, entity, external_id, fingerprint, catalog_id, active)"
                      " SELECT ?, value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
@@ -69,18 +81,13 @@ def stage(conn: sqlite3.Connection, file_id: int, intents: Iterable[tuple[Intent
 
 def remember(conn: sqlite3.Connection, intents: Iterable[tuple[Intent, str]]) -> None:
     """Record fingerprints directly (operations enqueued outside a file's reading: offers that waited)."""
-    rows = [(i.entity, i.external_id, fp, i.catalog_id, int(i.active)) for i, fp in intents]
+    rows = _rows(intents)
     if not rows:
         return
     # One statement over a JSON array (db.json_array). Rows are applied in order, so the last of two
     # fingerprints for one record wins, as it did.
-    conn.execute(
-        "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
-        " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ? FROM json_each(?) WHERE true"
-        " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
-        " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
-        " updated_at = excluded.updated_at", (now(), json_array(rows)))
-
+    conn.execute(_INTO_RECORDS + " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ?"
+                 " FROM json_each(?) WHERE true" + _ON_CONFLICT, (now(), json_array(rows)))
 
 
 def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
@@ -91,13 +98,9 @@ def merge_staged(conn: sqlite3.Connection, file_id: int) -> None:
     once (740,000 fingerprints of a 100k catalog: 8.6 s in one sorted statement, 62 s in
     chunks of 11,400 rows committed one by one, measured in a scratch database).
     """
-    conn.execute(
-        "INSERT INTO records (entity, external_id, fingerprint, catalog_id, active, updated_at)"
-        " SELECT entity, external_id, fingerprint, catalog_id, active, ? FROM staging_records WHERE file_id = ?"
-        " ORDER BY entity, external_id"
-        " ON CONFLICT(entity, external_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
-        " catalog_id = COALESCE(excluded.catalog_id, records.catalog_id), active = excluded.active,"
-        " updated_at = excluded.updated_at", (now(), file_id))
+    conn.execute(_INTO_RECORDS + " SELECT entity, external_id, fingerprint, catalog_id, active, ?"
+                 " FROM staging_records WHERE file_id = ? ORDER BY entity, external_id" + _ON_CONFLICT,
+                 (now(), file_id))
     conn.execute("DELETE FROM staging_records WHERE file_id = ?", (file_id,))
 
 

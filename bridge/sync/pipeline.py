@@ -482,7 +482,7 @@ def _operations(intents: list[Intent]) -> list[Intent]:
     result: list[Intent] = []
     last: Intent | None = None  # the set_offer being filled
     for intent in intents:
-        if intent.entity not in _OFFER_PARTS:
+        if intent.entity not in state.PARTS["offer"]:
             result.append(intent)
             last = None
         elif last is not None and last.external_id == intent.external_id:
@@ -492,8 +492,6 @@ def _operations(intents: list[Intent]) -> list[Intent]:
             result.append(last)
     return result
 
-
-_OFFER_PARTS = ("price", "stock")
 
 
 def _moment(value: str | None) -> str | None:

@@ -7,8 +7,8 @@ the lock. The chunk's fingerprints are staged in the same connection's temporary
 table and go into records in key order once the file is read (pipeline
 ``_merge_direct``): records is keyed by 1C's random GUIDs, and inserting chunk
 by chunk rewrote pages all over it at every commit. Since those fingerprints are
-visible only on this connection, the pipeline's lookups run here too (``run``),
-after the chunk in flight, so every lookup sees every earlier chunk.
+visible only on this connection, the pipeline's lookups run here too (``run``,
+once the chunk in flight is committed), so every lookup sees every earlier chunk.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class ChunkWriter:
         return 0 if future is None else future.result()
 
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` on the writer's connection (after the chunk in flight) and return its result:
-        what the writer staged is visible only there."""
+        """Run ``work`` on the writer's connection and return its result: what the writer staged is
+        visible only there. The chunk in flight must have been waited for first."""
         if self._future is not None:
             raise RuntimeError("a chunk is still being written: wait() for it first")
         return self._executor.submit(self._run, work).result()
