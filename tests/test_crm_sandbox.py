@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import stat
 from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +224,19 @@ def test_numbers_are_exact_and_refused_when_not_numbers(crm: SandboxCrm) -> None
         [result] = crm.apply([prices("p1", A=bad)])
         assert not result.ok and "price 'A'" in (result.error or ""), bad
     assert crm.get_product("p1")["prices"]["A"] == 0.1  # type: ignore[index]
+
+
+def test_extra_fields_must_be_plain_json(crm: SandboxCrm) -> None:
+    """Extra fields are kept as sorted JSON; what JSON has no number for is refused, not stored as null."""
+    for bad in (float("nan"), float("inf"), [1.5, -float("inf")], {"deep": {"er": float("nan")}}, object()):
+        [result] = crm.apply([product("p1", weight=bad)])
+        assert not result.ok and "not plain JSON" in (result.error or ""), bad
+    assert_ok(crm.apply([product("p1", weight=Decimal("1.50"), made=date(2026, 11, 2), sizes={3: "S"},
+                                 big=2 ** 70, note="Чайник")]))
+    got = crm.get_product("p1")
+    assert got is not None
+    assert (got["weight"], got["made"], got["sizes"], got["big"], got["note"]) == (
+        1.5, "2026-11-02", {"3": "S"}, 2 ** 70, "Чайник")
 
 
 def test_get_product_returns_every_field(crm: SandboxCrm) -> None:

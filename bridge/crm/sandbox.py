@@ -26,6 +26,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+import orjson
+
 from bridge.crm import sandbox_deals
 from bridge.crm import values as checks
 from bridge.crm.values import Refused
@@ -207,9 +209,45 @@ def _stamp(milliseconds: int) -> str:
 
 # json.dumps with these options would build the same encoder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=_json_default, allow_nan=False)
+# orjson writes the same sorted JSON (compact) about five times faster: every product a catalog
+# creates stores its extra fields this way. Dates, dataclasses and subclasses of the plain types go
+# to the standard encoder instead (through _not_plain), so what it refused is still refused.
+_FAST = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | \
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+_INFINITY = float("inf")
+
+
+class _NotPlain(Exception):
+    """A value orjson should leave to the standard encoder."""
+
+
+def _not_plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return json_number(decimal_text("value", value))
+    raise _NotPlain
+
+
+def _finite(value: Any) -> bool:
+    """False when a float in ``value`` is NaN or infinite: orjson would write null, JSON has no such number."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and (item != item or item in (_INFINITY, -_INFINITY)):
+            return False
+    return True
 
 
 def _dumps(value: Any) -> str:
+    try:
+        if _finite(value):
+            return orjson.dumps(value, default=_not_plain, option=_FAST).decode("utf-8")
+    except (_NotPlain, TypeError):
+        pass  # the standard encoder decides (int keys, big ints, dates) or refuses
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
@@ -481,9 +519,11 @@ class SandboxCrm(CrmAdapter):
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[Operation], *,
                    careful: bool) -> tuple[list[Result], list[CallRow]]:
         calls: list[CallRow] = []
-        return [self._apply_one(conn, op, calls, careful=careful) for op in ops], calls
+        at = _now()  # the batch is one call to the CRM: its operations are logged as received together
+        return [self._apply_one(conn, op, calls, at, careful=careful) for op in ops], calls
 
-    def _apply_one(self, conn: sqlite3.Connection, op: Operation, calls: list[CallRow], *, careful: bool) -> Result:
+    def _apply_one(self, conn: sqlite3.Connection, op: Operation, calls: list[CallRow], at: str, *,
+                   careful: bool) -> Result:
         written = conn.total_changes  # rows written so far, triggers included
         try:
             done = self._perform_undoably(conn, op) if careful else self._perform(conn, op)
@@ -491,11 +531,11 @@ class SandboxCrm(CrmAdapter):
             if not careful and conn.total_changes != written:
                 raise _HalfWritten from exc
             result = Result(ok=False, retryable=False, error=f"{op.kind} {op.external_id!r}: {exc}")
-            self._log(calls, op, result, "failed")
+            self._log(calls, op, result, "failed", at)
             return result
         answer = {"id": done.row_id, "created": done.created, "changed": done.changed}
         result = Result(ok=True, crm_id=str(done.row_id), created=done.created, answer=answer)
-        self._log(calls, op, result, "created" if done.created else "updated" if done.changed else "unchanged")
+        self._log(calls, op, result, "created" if done.created else "updated" if done.changed else "unchanged", at)
         return result
 
     def _perform_undoably(self, conn: sqlite3.Connection, op: Operation) -> _Done:
@@ -512,10 +552,10 @@ class SandboxCrm(CrmAdapter):
         conn.execute("RELEASE op")
         return done
 
-    def _log(self, calls: list[CallRow], op: Operation, result: Result, outcome: str) -> None:
+    def _log(self, calls: list[CallRow], op: Operation, result: Result, outcome: str, at: str) -> None:
         """Add the call-log row of ``op``; ``apply`` inserts the batch's rows together, before COMMIT."""
         payload = op.payload_text if op.payload_text is not None else _dumps_for_log(op.payload)
-        calls.append((_now(), str(op.kind), str(op.external_id), payload,
+        calls.append((at, str(op.kind), str(op.external_id), payload,
                       "" if op.match is None else _dumps_for_log(op.match),
                       _dumps_for_log(list(op.create_only)) if op.create_only else "",
                       int(result.ok), outcome, result.crm_id or "", result.error or ""))
