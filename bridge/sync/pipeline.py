@@ -262,8 +262,22 @@ class Pipeline:
                 failures.append(journal.Entry("map", "error", f"could not map this {record.kind}: {exc!r}", file_id,
                                               record.kind, getattr(record, "id", None)))
                 log.exception("map.failed file=%d record=%r", file_id, getattr(record, "id", None))
+        # One round trip for the chunk's lookups (its products' needs, and the current fingerprint of
+        # every intent), asked before the fingerprints are computed: on the writer's connection the
+        # query runs while this thread hashes the payloads.
         needs = _product_needs(m for _, m in mapped)
-        known = look(lambda conn: state.known_products(conn, needs, file_id))
+        by_entity: dict[str, list[str]] = defaultdict(list)
+        for _, m in mapped:
+            for intent in m.intents:
+                by_entity[intent.entity].append(intent.external_id)
+
+        def lookups(conn: sqlite3.Connection) -> tuple[set[str], dict[str, dict[str, str | None]]]:
+            return (state.known_products(conn, needs, file_id),
+                    {entity: state.fingerprints(conn, entity, ids, file_id) for entity, ids in by_entity.items()})
+
+        answer = self._writer.ask(lookups) if self._writer is not None else None
+        fingerprints = {id(intent): fingerprint(intent) for _, m in mapped for intent in m.intents}
+        known, current = answer.result() if answer is not None else lookups(self.conn)
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
         waiting_entries: list[journal.Entry] = []
@@ -281,7 +295,7 @@ class Pipeline:
                     known.add(intent.external_id)
             ready.extend(m.intents)
         ready, stale = self._drop_stale(ready, header, file_id, plan, look)
-        to_stage = self._changed(ready, file_id, plan, look)
+        to_stage = _changed(ready, current, fingerprints, plan)
         waiting_ids = {w[0] for w in waiting}
         failed_ids = {e.external_id for e in failures}
         raw_digests: list[tuple[Intent, str]] = []
@@ -363,25 +377,13 @@ class Pipeline:
             return mapping.Mapped(intents=mapping.document(record, self.rules, self.config.statuses))
         raise TypeError(f"no mapping for {type(record).__name__}")
 
-    def _changed(self, intents: list[Intent], file_id: int | None, plan: defaultdict[str, dict[str, int]],
-                 look: Look | None = None) -> list[tuple[Intent, str]]:
-        """Keep the intents whose fingerprint differs from what was last enqueued."""
+    def _changed(self, intents: list[Intent], plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
+        """Keep the intents whose fingerprint differs from what records holds (outside a file being read)."""
         by_entity: dict[str, list[str]] = defaultdict(list)
         for intent in intents:
             by_entity[intent.entity].append(intent.external_id)
-        current = (look or self._look_here)(lambda conn: {entity: state.fingerprints(conn, entity, ids, file_id)
-                                                          for entity, ids in by_entity.items()})
-        changed: list[tuple[Intent, str]] = []
-        for intent in intents:
-            fp = fingerprint(intent)
-            old = current[intent.entity].get(intent.external_id, _MISSING)
-            if old == fp:
-                plan[intent.entity]["unchanged"] += 1
-                continue
-            plan[intent.entity]["create" if old is _MISSING else "update"] += 1
-            current[intent.entity][intent.external_id] = fp
-            changed.append((intent, fp))
-        return changed
+        current = {entity: state.fingerprints(self.conn, entity, ids, None) for entity, ids in by_entity.items()}
+        return _changed(intents, current, {id(i): fingerprint(i) for i in intents}, plan)
 
     def _commit(self, file_id: int, name: str, reader: FileReader, names: Names,
                 plan: defaultdict[str, dict[str, int]], released: int = 0) -> FileOutcome:
@@ -459,7 +461,7 @@ class Pipeline:
         enqueued = 0
         with transaction(self.conn):
             for file_id, intents in intents_by_file.items():
-                changed = self._changed(intents, None, _plan())
+                changed = self._changed(intents, _plan())
                 enqueued += outbox.add(self.conn, file_id, _operations([i for i, _ in changed]), "pending")
                 state.remember(self.conn, changed)
             state.unwait(self.conn, released)
@@ -467,6 +469,24 @@ class Pipeline:
             journal.write_many(self.conn, entries)
         self._notify(enqueued)
         return len(released)
+
+
+def _changed(intents: list[Intent], current: dict[str, dict[str, str | None]], fingerprints: dict[int, str],
+             plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
+    """The intents whose fingerprint (by ``id()`` in ``fingerprints``) differs from ``current``'s, which
+    then holds theirs: a record listed twice in a chunk is sent once, as its last form differs."""
+    changed: list[tuple[Intent, str]] = []
+    for intent in intents:
+        fp = fingerprints[id(intent)]
+        known = current.setdefault(intent.entity, {})
+        old = known.get(intent.external_id, _MISSING)
+        if old == fp:
+            plan[intent.entity]["unchanged"] += 1
+            continue
+        plan[intent.entity]["create" if old is _MISSING else "update"] += 1
+        known[intent.external_id] = fp
+        changed.append((intent, fp))
+    return changed
 
 
 def forget_refused(conn: sqlite3.Connection, file_id: int) -> None:

@@ -55,9 +55,13 @@ class ChunkWriter:
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the writer's connection and return its result: what the writer staged is
         visible only there. The chunk in flight must have been waited for first."""
+        return self.ask(work).result()
+
+    def ask(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """``run`` without waiting: the caller may go on computing while the writer queries."""
         if self._future is not None:
             raise RuntimeError("a chunk is still being written: wait() for it first")
-        return self._executor.submit(self._run, work).result()
+        return self._executor.submit(self._run, work)
 
     def close(self) -> None:
         """Finish (a failure was already raised by ``wait``, or is dropped with the file) and release."""
