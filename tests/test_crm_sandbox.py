@@ -228,7 +228,7 @@ def test_numbers_are_exact_and_refused_when_not_numbers(crm: SandboxCrm) -> None
 
 def test_extra_fields_must_be_plain_json(crm: SandboxCrm) -> None:
     """Extra fields are kept as sorted JSON; what JSON has no number for is refused, not stored as null."""
-    for bad in (float("nan"), float("inf"), [1.5, -float("inf")], {"deep": {"er": float("nan")}}, object()):
+    for bad in (float("nan"), float("inf"), [1.5, -float("inf")], (2.0, float("nan")), {"deep": {"er": float("nan")}}, object()):
         [result] = crm.apply([product("p1", weight=bad)])
         assert not result.ok and "not plain JSON" in (result.error or ""), bad
     assert_ok(crm.apply([product("p1", weight=Decimal("1.50"), made=date(2026, 11, 2), sizes={3: "S"},

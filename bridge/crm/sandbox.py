@@ -235,7 +235,7 @@ def _finite(value: Any) -> bool:
         kind = type(item)
         if kind is dict:
             stack.extend(item.values())
-        elif kind is list:
+        elif kind is list or kind is tuple:
             stack.extend(item)
         elif kind is float and (item != item or item in (_INFINITY, -_INFINITY)):
             return False

@@ -473,8 +473,8 @@ class Pipeline:
 
 def _changed(intents: list[Intent], current: dict[str, dict[str, str | None]], fingerprints: dict[int, str],
              plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
-    """The intents whose fingerprint (by ``id()`` in ``fingerprints``) differs from ``current``'s, which
-    then holds theirs: a record listed twice in a chunk is sent once, as its last form differs."""
+    """The intents whose fingerprint (by ``id()`` in ``fingerprints``) differs from ``current``'s.
+    ``current`` then holds the new ones, so a record listed twice alike in one chunk is sent once."""
     changed: list[tuple[Intent, str]] = []
     for intent in intents:
         fp = fingerprints[id(intent)]
