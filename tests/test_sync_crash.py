@@ -58,8 +58,12 @@ def reference(package: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 # released: a chunk of a file proven sound became deliverable before the file was read to its end;
 # crm_applied and delivered may happen in the background delivery process, which takes the ingest with it;
 # crm_applied:5 is several CRM batches applied and not yet recorded (they are sent again after the crash).
+# Each process counts its own passes, and how the work splits between the two depends on their speed:
+# every point here is reached by one of them whatever the split (16 batches of 500 operations, recorded
+# in at least 2 passes), so the crash always happens. delivered:3 did not: a faster CRM recorded the
+# package in fewer passes, and the ingest finished without crashing.
 @pytest.mark.parametrize("point", ["claimed", "staged", "staged:2", "released", "released:2", "committed",
-                                   "crm_applied", "crm_applied:5", "delivered:3"])
+                                   "crm_applied", "crm_applied:5", "delivered"])
 def test_kill_at_a_chosen_point_then_rerun(point: str, package: Path, reference: tuple[dict, list],
                                            tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
