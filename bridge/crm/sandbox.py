@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import sqlite3
@@ -214,17 +215,13 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=_json_de
 # to the standard encoder instead (through _not_plain), so what it refused is still refused.
 _FAST = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | \
     orjson.OPT_PASSTHROUGH_SUBCLASS
-_INFINITY = float("inf")
-
-
-class _NotPlain(Exception):
-    """A value orjson should leave to the standard encoder."""
 
 
 def _not_plain(value: Any) -> Any:
+    """orjson's ``default``: whatever it raises, orjson raises as a TypeError (JSONEncodeError)."""
     if isinstance(value, Decimal):
         return json_number(decimal_text("value", value))
-    raise _NotPlain
+    raise TypeError(f"{type(value).__name__} is left to the standard encoder")
 
 
 def _finite(value: Any) -> bool:
@@ -237,7 +234,7 @@ def _finite(value: Any) -> bool:
             stack.extend(item.values())
         elif kind is list or kind is tuple:
             stack.extend(item)
-        elif kind is float and (item != item or item in (_INFINITY, -_INFINITY)):
+        elif kind is float and not math.isfinite(item):
             return False
     return True
 
@@ -246,7 +243,7 @@ def _dumps(value: Any) -> str:
     try:
         if _finite(value):
             return orjson.dumps(value, default=_not_plain, option=_FAST).decode("utf-8")
-    except (_NotPlain, TypeError):
+    except TypeError:
         pass  # the standard encoder decides (int keys, big ints, dates) or refuses
     try:
         return _ENCODER.encode(value)
