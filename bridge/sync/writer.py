@@ -7,8 +7,8 @@ the lock. The chunk's fingerprints are staged in the same connection's temporary
 table and go into records in key order once the file is read (pipeline
 ``_merge_direct``): records is keyed by 1C's random GUIDs, and inserting chunk
 by chunk rewrote pages all over it at every commit. Since those fingerprints are
-visible only on this connection, the pipeline's lookups run here too (``run``,
-once the chunk in flight is committed), so every lookup sees every earlier chunk.
+visible only on this connection, the pipeline's lookups run here too (``run`` or
+``ask``, once the chunk in flight is committed), so every lookup sees every earlier chunk.
 """
 
 from __future__ import annotations
