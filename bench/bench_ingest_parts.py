@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -37,36 +33,10 @@ sys.path.insert(0, str(BENCH_DIR))
 # bridge`` run from the repo root does, not whichever copy is installed.
 sys.path.insert(0, str(REPO_ROOT))
 from bench_ingest import write_config  # noqa: E402
-from bench_inspect import OUT_ROOT  # noqa: E402
+from bench_inspect import OUT_ROOT, Run, measure  # noqa: E402
 from generate_catalog import generate  # noqa: E402
 
 PARTS = ("inspect", "build", "no staging", "no delivery", "whole")
-
-
-@dataclass
-class Step:
-    name: str
-    ok: bool
-    seconds: float
-    cpu: float
-    rss_mb: float
-    error: str = ""
-
-
-def measure(name: str, cmd: list[str]) -> Step:
-    """Run ``cmd`` from the repo root: wall time, and CPU time and peak RSS from wait4."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code  # reaped already
-        err.seek(0)
-        tail = "\n".join(err.read().decode("utf-8", "replace").strip().splitlines()[-5:])
-    # ingest exits 1 when something was not applied; a benchmark package applies whole.
-    return Step(name, code == 0, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e6,
-                "" if code == 0 else f"exit code {code}: {tail}")
 
 
 def build_records(package: Path) -> None:
@@ -129,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     generate(package, n, args.seed)
     size_mb = sum(p.stat().st_size for p in package.glob("*.xml")) / 1e6
     bridge = [sys.executable, "-m", "bridge"]
-    steps: list[Step] = []
+    steps: list[tuple[str, Run]] = []
     for part in PARTS:
         work = Path(tempfile.mkdtemp(prefix="bridge-bench-parts-"))
         try:
@@ -140,19 +110,19 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [*bridge, "ingest", "-c", str(config), str(package)]
             else:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part, str(config), str(package)]
-            steps.append(measure(part, cmd))
+            steps.append((part, measure(cmd)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    reference = steps[0].seconds
+    reference = steps[0][1].seconds
     print(f"N={n} products, {size_mb:.0f} MB of XML")
     print(f"{'step':<12} {'seconds':>9} {'x inspect':>10} {'CPU s':>8} {'peak RSS MB':>12}")
-    for step in steps:
-        if step.ok:
-            print(f"{step.name:<12} {step.seconds:>9.1f} {step.seconds / reference:>10.2f} {step.cpu:>8.1f}"
-                  f" {step.rss_mb:>12.0f}")
+    for name, run in steps:
+        if run.ok:
+            print(f"{name:<12} {run.seconds:>9.1f} {run.seconds / reference:>10.2f} {run.cpu:>8.1f}"
+                  f" {run.rss_mb:>12.0f}")
         else:
-            print(f"{step.name:<12} failed: {step.error}")
-    return 0 if all(step.ok for step in steps) else 1
+            print(f"{name:<12} failed: {run.error}")
+    return 0 if all(run.ok for _, run in steps) else 1
 
 
 if __name__ == "__main__":

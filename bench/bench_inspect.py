@@ -67,10 +67,11 @@ class Run:
     rss_mb: float
     stdout: str
     error: str = ""
+    cpu: float = 0.0  # user + system seconds, with the helper processes the command waited for
 
 
 def measure(cmd: list[str]) -> Run:
-    """Run ``cmd`` from the repo root and take its wall time and peak RSS from wait4."""
+    """Run ``cmd`` from the repo root and take its wall time, CPU time and peak RSS from wait4."""
     # Output goes to temporary files, not pipes: while we block in wait4 nobody would drain a
     # pipe, and a chatty child would then block on a full pipe forever.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -85,10 +86,11 @@ def measure(cmd: list[str]) -> Run:
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
     rss_mb = usage.ru_maxrss * 1024 / 1e6  # Linux reports ru_maxrss in KiB
+    cpu = usage.ru_utime + usage.ru_stime
     if code != 0:
         tail = "\n".join(stderr.strip().splitlines()[-5:]) or "(no output on stderr)"
-        return Run(False, seconds, rss_mb, stdout, f"exit code {code}:\n{tail}")
-    return Run(True, seconds, rss_mb, stdout)
+        return Run(False, seconds, rss_mb, stdout, f"exit code {code}:\n{tail}", cpu)
+    return Run(True, seconds, rss_mb, stdout, cpu=cpu)
 
 
 def parse_baseline(run: Run) -> dict[str, int] | None:
