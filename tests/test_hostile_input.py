@@ -59,7 +59,7 @@ def test_truncated_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "import.xml", GOOD[: GOOD.index("</Товары>") + 3])
     error = _single_error(path)
     assert "ends too early" in error["message"]
-    assert error["line"] >= 4
+    assert error["line"] >= 4 and error["path"] == "/КоммерческаяИнформация/Каталог/Товары"
 
 
 @pytest.mark.parametrize("encoding", ["UTF-8", "windows-1251"])
@@ -70,13 +70,49 @@ def test_broken_markup_in_a_small_file_is_not_called_a_truncation(tmp_path: Path
     path = _write(tmp_path, "import.xml", text.encode("cp1251" if encoding != "UTF-8" else "utf-8"))
     error = _single_error(path)
     assert "ends too early" not in error["message"] and "broken" in error["message"]
-    assert error["line"] == 4
+    assert error["line"] == 4 and error["path"] == "/КоммерческаяИнформация/Каталог/Товары/Товар/Наименование"
 
 
-@pytest.mark.parametrize("data", [bytes(range(256)) * 4, b"", b"PK\x03\x04garbage", "просто текст".encode()])
+@pytest.mark.parametrize("data", [bytes(range(256)) * 4, b"PK\x03\x04garbage", "просто текст".encode(),
+                                  b"\x1f\x8b\x08\x00\x00\x00\x00\x00"])
 def test_not_xml(tmp_path: Path, data: bytes) -> None:
     error = _single_error(_write(tmp_path, "noise.xml", data))
-    assert error["message"]
+    assert "this is not an XML file" in error["message"]
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    assert "the file is empty" in _single_error(_write(tmp_path, "import.xml", b""))["message"]
+
+
+ONE_LINE = GOOD.replace("\n", "")
+
+
+@pytest.mark.parametrize("text", [GOOD, ONE_LINE], ids=["lines", "one line"])
+@pytest.mark.parametrize("bad, cause", [
+    ("\x00", "a character XML does not allow"),
+    ("\x01", "a character XML does not allow"),
+    ("Ч" * 6_000_000, "safety limits"),
+], ids=["NUL", "control character", "12 MB text"])
+def test_a_named_cause_is_reported_whatever_line_it_is_on(tmp_path: Path, text: str, bad: str, cause: str) -> None:
+    # A file written on one line has every error on its last line: that alone must not make it "truncated".
+    error = _single_error(_write(tmp_path, "import.xml", text.replace("Чайник", "Чайник" + bad)))
+    assert cause in error["message"] and "ends too early" not in error["message"]
+    assert error["path"].endswith("/Товар/Наименование")
+
+
+def test_nesting_beyond_the_parser_limit(tmp_path: Path) -> None:
+    groups = "<Группа><Ид>g</Ид><Наименование>g</Наименование><Группы>" * 300
+    text = ('<?xml version="1.0"?><КоммерческаяИнформация ВерсияСхемы="2.05"><Классификатор><Ид>k</Ид>'
+            f'<Наименование>k</Наименование><Группы>{groups}')
+    error = _single_error(_write(tmp_path, "import.xml", text))
+    assert "safety limits" in error["message"] and "ends too early" not in error["message"]
+    assert error["path"].startswith("/КоммерческаяИнформация/Классификатор/Группы/Группа/")
+
+
+def test_truncated_one_line_file(tmp_path: Path) -> None:
+    error = _single_error(_write(tmp_path, "import.xml", ONE_LINE[: ONE_LINE.index("Чайник") + 3]))
+    assert "ends too early" in error["message"]
+    assert error["line"] == 1 and error["path"] == "/КоммерческаяИнформация/Каталог/Товары/Товар/Наименование"
 
 
 def test_wrong_root(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ REFUSED = {
         0, "/КоммерческаяИнформация", "the template produced 2"),
     "markup that is not well-formed": (
         one_document("<Документ><Ид>{{ o.id }}</Ид>\n<Комментарий>{{ 'a < b' | safe }}</Комментарий></Документ>"),
-        4, "", "StartTag: invalid element name"),
+        4, "/КоммерческаяИнформация/Документ/Комментарий", "StartTag: invalid element name"),
 }
 
 

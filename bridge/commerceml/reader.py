@@ -39,6 +39,14 @@ _TAGS = [f"{{*}}{name}" for name in sorted({ROOT} | SECTIONS | _CONTAINERS | _RE
 KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
 MAX_STORED_PROBLEMS = 1000
 _HEAD = 65536
+_REPARSE_LIMIT = 16 << 20  # bytes: a refused file this small is parsed again (about 0.3 s) to name where it broke
+# libxml2 error codes (lxml.etree.ErrorTypes) whose cause is known whatever line they are on.
+_INVALID_CHAR = etree.ErrorTypes.ERR_INVALID_CHAR
+_RESOURCE_LIMIT = etree.ErrorTypes.ERR_RESOURCE_LIMIT
+_NOT_MARKUP = {etree.ErrorTypes.ERR_DOCUMENT_EMPTY}
+# Mistakes in complete markup: a file cut short ends in an unfinished tag, never in one of these.
+_MARKUP_MISTAKES = {etree.ErrorTypes.ERR_TAG_NAME_MISMATCH, etree.ErrorTypes.ERR_DOCUMENT_END,
+                    etree.ErrorTypes.ERR_ATTRIBUTE_REDEFINED, etree.ErrorTypes.ERR_NS_DECL_ERROR}
 
 
 class NoRecordCheck:
@@ -104,6 +112,7 @@ class FileReader:
         self._validator: RecordValidator | NoRecordCheck | None = None
         self._current: tuple[etree._Element, int] | None = None
         self._root_closed = False
+        self._root: etree._Element | None = None  # the partial tree, for where a syntax error stopped it
         self._entered: set[str] = set()  # top-level sections whose header has been read
 
     # -- results -----------------------------------------------------------
@@ -155,7 +164,8 @@ class FileReader:
             for event, element in context:
                 if not root_seen:
                     root_seen = True
-                    self._check_root(element.getroottree().getroot())
+                    self._root = element.getroottree().getroot()
+                    self._check_root(self._root)
                 if element.getparent() is None:
                     self._root_closed = True
                 yield from self._on_end(element)
@@ -205,30 +215,61 @@ class FileReader:
         return None
 
     def _syntax_error(self, exc: etree.XMLSyntaxError, context: object, consumed_all: bool) -> StructuralError:
-        line, message = exc.lineno or 0, str(getattr(exc, "msg", exc) or exc)
+        line, message, code = exc.lineno or 0, str(getattr(exc, "msg", exc) or exc), exc.code
         if not line:
             # iterparse sometimes raises a generic 'no element found' at line 0;
             # the parser's log holds the real cause with its line.
             fatal = [e for e in exc.error_log if e.level_name == "FATAL"]
             if fatal:
-                line, message = fatal[-1].line, fatal[-1].message
+                line, message, code = fatal[-1].line, fatal[-1].message, fatal[-1].type
         message = message.split(", line ")[0].strip()
+        # Exact for a file small enough to parse again; for a big one, the partial tree's last branch
+        # (whose last element may already be closed).
+        path = self._path_at_error() if self.header.size <= _REPARSE_LIMIT else ""
+        if not path:
+            path = _deepest_path(getattr(context, "root", None) or self._root)
+        return StructuralError(self._reason(message, code, consumed_all), line=line, path=path)
+
+    def _path_at_error(self) -> str:
+        """The elements open where parsing failed, from a second parse up to the error: only a refused
+        file pays for it, and only a small one (see _REPARSE_LIMIT)."""
+        stack: list[str] = []
+        try:
+            with (io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")) as raw:
+                for event, element in etree.iterparse(raw, events=("start", "end"), resolve_entities=False,
+                                                      no_network=True, load_dtd=False, huge_tree=False):
+                    if event == "start":
+                        stack.append(local(element.tag))
+                    else:
+                        stack.pop()
+                        element.clear(keep_tail=False)
+        except (etree.XMLSyntaxError, OSError):
+            pass
+        return "/" + "/".join(stack) if stack else ""
+
+    def _reason(self, message: str, code: int, consumed_all: bool) -> str:
+        """What went wrong, in words an administrator can act on. A cause libxml2 names (a bad
+        character, a safety limit, no markup at all) wins over "ends too early", which is only a
+        guess from where the error is: every error of a file written on one line is on its last line."""
         lowered = message.lower()
         if self.header.size == 0:
-            human = "the file is empty (0 bytes)"
-        elif "encoding" in lowered or "utf-8" in lowered:
-            human = (f"the file says it is {self.header.encoding or 'UTF-8'} but its bytes are not "
-                     f"(probably windows-1251 without a declaration, or a damaged file): {message}")
-        elif "entity" in lowered:
-            human = f"the file uses an entity, which CommerceML never does: {message}"
-        elif consumed_all and not self._root_closed:
-            human = f"the file ends too early (truncated, or still being written): {message}"
-        elif "start tag expected" in lowered or "document is empty" in lowered:
-            human = f"this is not an XML file: {message}"
-        else:
-            human = f"the XML is broken: {message}"
-        root = getattr(context, "root", None)
-        return StructuralError(human, line=line, path=_deepest_path(root))
+            return "the file is empty (0 bytes)"
+        if code == _INVALID_CHAR and "encoding" not in lowered:
+            return ("the file holds a character XML does not allow (a NUL byte or a control character: "
+                    f"a damaged or binary file): {message}")
+        if "encoding" in lowered or "utf-8" in lowered:
+            return (f"the file says it is {self.header.encoding or 'UTF-8'} but its bytes are not "
+                    f"(probably windows-1251 without a declaration, or a damaged file): {message}")
+        if "entity" in lowered:
+            return f"the file uses an entity, which CommerceML never does: {message}"
+        if code == _RESOURCE_LIMIT:
+            return ("the file goes beyond the parser's safety limits (nesting deeper than 256 levels, or a "
+                    f"single text or name of more than 10 MB), far beyond any 1C export: {message}")
+        if code in _NOT_MARKUP or "start tag expected" in lowered or "document is empty" in lowered:
+            return f"this is not an XML file: {message}"
+        if consumed_all and not self._root_closed and code not in _MARKUP_MISTAKES:
+            return f"the file ends too early (truncated, or still being written): {message}"
+        return f"the XML is broken: {message}"
 
     def _check_root(self, root: etree._Element) -> None:
         qname = etree.QName(root)
