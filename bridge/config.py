@@ -64,6 +64,9 @@ class Config:
     daemon: dict[str, Any] = field(default_factory=dict)
     orders: Any = None  # bridge.config_orders.OrdersConfig when [orders]/[outgoing] are set
     statuses: dict[str, str] = field(default_factory=dict)  # 1C fact -> CRM stage
+    # Retention (sync/retention.py), in days; 0 keeps everything forever.
+    archive_keep_days: float = 0.0
+    state_keep_days: float = 0.0
 
 
 class _Checker:
@@ -87,6 +90,14 @@ class _Checker:
             return None
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.base / path)
+
+    def days(self, table: dict[str, Any], section: str) -> float:
+        """keep_days: a number of days, 0 (the default) for forever."""
+        value = table.get("keep_days", 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100_000:
+            self.problems.append(f"{section}.keep_days must be a number of days (0 keeps everything forever)")
+            return 0.0
+        return float(value)
 
     def string_list(self, table: dict[str, Any], section: str, key: str, allowed: tuple[str, ...] | None,
                     default: list[str]) -> list[str]:
@@ -125,9 +136,9 @@ def load(path: Path) -> Config:
     _refuse_secrets(data, "", check.problems)
 
     state = check.table(data, "state")
-    check.unknown(state, "state", {"path"})
+    check.unknown(state, "state", {"path", "keep_days"})
     archive = check.table(data, "archive")
-    check.unknown(archive, "archive", {"path", "quarantine"})
+    check.unknown(archive, "archive", {"path", "quarantine", "keep_days"})
     crm = check.table(data, "crm")
     kind = crm.get("kind", "sandbox")
     if not isinstance(kind, str):
@@ -161,6 +172,8 @@ def load(path: Path) -> Config:
     else:
         mapping.max_deactivate_share = float(share)
 
+    state_keep_days = check.days(state, "state")
+    archive_keep_days = check.days(archive, "archive")
     state_path = check.path(state, "state", "path", "var/bridge.db")
     archive_path = check.path(archive, "archive", "path", "var/archive")
     quarantine = check.path(archive, "archive", "quarantine", "var/quarantine")
@@ -174,7 +187,8 @@ def load(path: Path) -> Config:
     assert state_path and archive_path and quarantine
     return Config(path=path, state_path=state_path, archive_path=archive_path, quarantine_path=quarantine,
                   crm_kind=kind, crm_path=crm_path, crm=crm, mapping=mapping, raw=data, sources=source_list,
-                  daemon=daemon, orders=orders, statuses=statuses)
+                  daemon=daemon, orders=orders, statuses=statuses, archive_keep_days=archive_keep_days,
+                  state_keep_days=state_keep_days)
 
 
 def _refuse_secrets(data: dict[str, Any], prefix: str, problems: list[str]) -> None:

@@ -12,7 +12,8 @@ from bridge.cli.reading import inspect_command, validate_command
 from bridge.cli.orders_commands import deal_group, render_command
 from bridge.cli.service import run_command
 from bridge.cli.sync_commands import (
-    archive_group, ingest_command, journal_command, replay_command, sandbox_group, status_command,
+    archive_group, ingest_command, journal_command, prune_command, replay_command, sandbox_group,
+    status_command,
 )
 from bridge.errors import BridgeError, PermanentError, TransientError, UserError
 
@@ -47,7 +48,8 @@ def cli(verbose: int) -> None:
 cli.add_command(validate_command)
 cli.add_command(inspect_command)
 sandbox_group.add_command(deal_group)
-for command in (run_command, render_command, ingest_command, replay_command, archive_group, journal_command, status_command, sandbox_group):
+for command in (run_command, render_command, ingest_command, replay_command, archive_group, journal_command,
+                status_command, prune_command, sandbox_group):
     cli.add_command(command)
 
 

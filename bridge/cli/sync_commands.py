@@ -1,4 +1,4 @@
-"""``bridge ingest``, ``replay``, ``archive list``, ``journal``, ``status``, ``sandbox dump``."""
+"""``bridge ingest``, ``replay``, ``archive list``, ``journal``, ``status``, ``prune``, ``sandbox dump``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from bridge.sync.background import BackgroundDelivery
 from bridge.sync.batch import fewer_collections
 from bridge.sync.deliver import DeliveryStats, deliver
 from bridge.sync.pipeline import FileOutcome, Pipeline, finish_files
+from bridge.sync import retention
 
 
 def _print_outcome(outcome: FileOutcome) -> None:
@@ -131,6 +132,9 @@ def replay_command(config_path: Path, dry_run: bool, force: bool, ids: tuple[int
             row = ledger.get(conn, file_id)
             if row is None:
                 raise UserError(f"no file #{file_id} in the archive (bridge archive list shows them)")
+            if row.pruned_at and not row.archive_path:
+                raise UserError(f"file #{file_id}'s archived copy was removed by retention at {row.pruned_at} "
+                                "([archive] keep_days); it cannot be replayed")
             if not row.archive_path or not Path(row.archive_path).exists():
                 raise UserError(f"file #{file_id} has no archived copy at {row.archive_path}")
             items.append(InputFile(Path(row.archive_path), row.name))
@@ -237,6 +241,31 @@ def status_command(config_path: Path, as_json: bool) -> None:
     click.echo(f"last success: {s['at']} file #{s['file_id']} {s['name']}" if s else "last success: none")
     e = result["last_error"]
     click.echo(f"last error: {e['at']} file #{e['file_id']}: {e['message']}" if e else "last error: none")
+
+
+@click.command("prune")
+@config_option
+@click.option("--before", help="Remove what is older than this ISO time or span (90d) instead of what the "
+                               "configured keep_days say.")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def prune_command(config_path: Path, before: str | None, dry_run: bool, as_json: bool) -> None:
+    """Remove archived copies of applied files, delivered outbox rows and settled journal entries older than
+    [archive] keep_days and [state] keep_days. Quarantined, partial and pending work is never removed."""
+    config = load_config(config_path)
+    limits = retention.cutoffs(config, _since(before))
+    if not limits.active:
+        result = retention.Pruned()
+        message = "retention is off ([archive] keep_days and [state] keep_days are 0, no --before): nothing removed"
+    else:
+        with state_connection(config, read_only=dry_run) as conn:
+            result = retention.prune(conn, config.archive_path, limits, dry_run=dry_run)
+        message = ("would remove " if dry_run else "removed ") + result.describe()
+    if as_json:
+        click.echo(json.dumps({**result.as_json(), "dry_run": dry_run, "archive_before": limits.archive,
+                               "state_before": limits.state}, ensure_ascii=False, indent=2))
+    else:
+        click.echo(message)
 
 
 @click.group("sandbox")

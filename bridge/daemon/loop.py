@@ -29,6 +29,7 @@ from bridge.store import journal, outbox, state
 from bridge.store.db import transaction
 from bridge.sync.deliver import deliver
 from bridge.sync.batch import fewer_collections
+from bridge.sync import retention
 from bridge.sync.pipeline import Pipeline, finish_files
 from bridge.transport.base import RemoteFile, Source, SourceSettings
 
@@ -82,6 +83,7 @@ class Daemon:
         self.orders = _orders_flow(config, conn, adapter)
         self.sources: list[_SourceState] = []
         self.last_file = "none yet"
+        self.next_prune = 0.0  # monotonic; retention runs at start and then once a day
 
     # -- lifecycle ----------------------------------------------------------------
     def run(self) -> int:
@@ -183,9 +185,22 @@ class Daemon:
             report.errors.append(str(exc))
             log.error("deliver.failed error=%r", str(exc))
         finish_files(self.conn)
+        self._prune(report)
         self.notifier.status(self._status())
         self.notifier.ping()
         return report
+
+    def _prune(self, report: CycleReport) -> None:
+        """Retention ([archive]/[state] keep_days), once a day; off when both are 0."""
+        limits = retention.cutoffs(self.config)
+        if not limits.active or self.shutdown.requested or time.monotonic() < self.next_prune:
+            return
+        self.next_prune = time.monotonic() + retention.DAILY
+        try:
+            retention.prune(self.conn, self.config.archive_path, limits)
+        except (sqlite3.Error, OSError) as exc:  # a locked database, a read-only archive: tried again tomorrow
+            report.errors.append(f"retention: {exc}")
+            log.error("retention.failed error=%r", str(exc))
 
     def _scan_source(self, item: _SourceState, report: CycleReport) -> None:
         source = item.source

@@ -154,6 +154,10 @@ MIGRATIONS: list[str] = [
     """
     DROP TABLE IF EXISTS staged;
     """,
+    # 6: retention (sync/retention.py) removes old archived copies; the ledger row stays and says when.
+    """
+    ALTER TABLE files ADD COLUMN pruned_at TEXT;
+    """,
 ]
 
 

@@ -38,16 +38,18 @@ class FileRow:
     error: str | None
     replay_of: int | None
     updated_at: str
+    pruned_at: str | None  # when retention removed the archived copy (archive_path is None since)
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "sha256": self.sha256, "size": self.size,
                 "received_at": self.received_at, "status": self.status, "source": self.source,
                 "kind": self.kind, "counts": self.counts, "plan": self.plan, "error": self.error,
-                "archive_path": self.archive_path, "replay_of": self.replay_of, "updated_at": self.updated_at}
+                "archive_path": self.archive_path, "replay_of": self.replay_of, "updated_at": self.updated_at,
+                "pruned_at": self.pruned_at}
 
 
 _COLUMNS = ("id, claim_key, source, name, sha256, size, received_at, status, archive_path, kind, catalog_id, "
-            "full_catalog, deactivation, counts, plan, error, replay_of, updated_at")
+            "full_catalog, deactivation, counts, plan, error, replay_of, updated_at, pruned_at")
 
 
 def _row(values: tuple[Any, ...]) -> FileRow:

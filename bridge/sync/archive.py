@@ -2,15 +2,19 @@
 
 Archived copies are content-addressed: ``<archive>/<sha[:2]>/<sha256>.<ext>``.
 The same bytes are stored once and a stored copy is never overwritten, so an
-archive entry is exactly what 1C sent, whatever happens later.
+archive entry is exactly what 1C sent, whatever happens later, until retention
+(sync/retention.py, off by default) removes it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +85,20 @@ def store(taken: Taken, archive: Path, original_name: str) -> Path:
     os.replace(taken.temp, final)
     _fsync_dir(final.parent)
     return final
+
+
+@contextmanager
+def locked(archive: Path) -> Iterator[None]:
+    """The archive's exclusive lock, across processes. Taking a file holds it from ``store`` until
+    its ledger row points to the copy; retention holds it while it decides which copies no row
+    needs and removes them. So a copy found already stored cannot vanish before it is claimed."""
+    archive.mkdir(parents=True, exist_ok=True)
+    fd = os.open(archive / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def discard(taken: Taken) -> None:

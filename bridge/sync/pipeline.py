@@ -23,6 +23,7 @@ import time
 from datetime import datetime
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,12 @@ class Pipeline:
                 journal.write(self.conn, journal.Entry("claim", "ok", f"claimed {item.name} ({taken.size} bytes, "
                                                        f"sha256 {taken.sha256})", row.id))
         file_id = row.id
-        stored = archive.store(taken, self.archive_dir, basename) if self.archive_dir is not None else item.path
-        faults.checkpoint("claimed")
-        with transaction(self.conn):
-            ledger.update(self.conn, file_id, status="archived", archive_path=str(stored))
-            journal.write(self.conn, journal.Entry("archive", "ok", f"archived as {stored}", file_id))
+        with archive.locked(self.archive_dir) if self.archive_dir is not None else nullcontext():
+            stored = archive.store(taken, self.archive_dir, basename) if self.archive_dir is not None else item.path
+            faults.checkpoint("claimed")
+            with transaction(self.conn):
+                ledger.update(self.conn, file_id, status="archived", archive_path=str(stored))
+                journal.write(self.conn, journal.Entry("archive", "ok", f"archived as {stored}", file_id))
         log.info("file.archived id=%d name=%r sha256=%s", file_id, item.name, taken.sha256)
         if item.error is not None:
             problem = Problem(ERROR, item.name, item.error.line, item.error.path, item.error.message)
