@@ -395,3 +395,26 @@ def test_full_name_comes_from_the_requisite_when_1c_8_sends_it_that_way(cfg: Pat
     finally:
         crm.close()
     assert stored["p1"]["full_name"] == "Дрель ударная ДУ-800, 800 Вт"
+
+
+def test_a_package_is_archived_ahead_and_a_stopped_run_leaves_no_copy_behind(tmp_path: Path) -> None:
+    from bridge.cli.context import load_config, state_connection
+    from bridge.commerceml.files import expand_inputs
+    from bridge.store import ledger
+    from bridge.sync.pipeline import Pipeline
+
+    config = load_config(write_config(tmp_path))
+    incoming = tmp_path / "var" / "archive" / ".incoming"
+    with state_connection(config) as conn, expand_inputs([SAMPLES / "exchange" / "ut11"]) as items:
+        run = Pipeline(conn, config).ingest_all(items)
+        first = next(run)  # the second file is being copied while the first is read
+        run.close()  # stopped before the second file: its copy made ahead must not stay behind
+        assert first.status == "committed"
+        assert [row.status for row in ledger.all_files(conn)] == ["committed"]
+    assert list(incoming.iterdir()) == []
+    code, output = run_cli("ingest", "-c", tmp_path / "bridge.toml", SAMPLES / "exchange" / "ut11")
+    assert code == 0 and output.count(": committed") == 5 and "already taken" in output
+    with state_connection(config) as conn:
+        rows = ledger.all_files(conn)
+    assert len(rows) == 6 and all(Path(row.archive_path).is_file() for row in rows)
+    assert list(incoming.iterdir()) == []

@@ -74,9 +74,7 @@ def _run(config_path: Path, items_factory: Any, *, dry_run: bool, force: bool, s
         outcomes: list[FileOutcome] = []
         try:
             with items_factory(conn) as items:
-                for item in items:
-                    outcomes.append(pipeline.ingest_file(item, source=source,
-                                                         replay_of=(replay_of or {}).get(item.name)))
+                outcomes.extend(pipeline.ingest_all(items, source=source, replay_of=replay_of))
             progress.done()
             decisions = pipeline.finish()
         finally:

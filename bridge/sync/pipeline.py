@@ -22,7 +22,8 @@ import sqlite3
 import time
 from datetime import datetime
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,33 @@ class Pipeline:
         return deactivate(self.conn, self.rules.max_deactivate_share, self.force)
 
     # -- one file ---------------------------------------------------------------
-    def ingest_file(self, item: InputFile, *, source: str = "cli", replay_of: int | None = None) -> FileOutcome:
-        taken = archive.take(item.path, self.archive_dir)
+    def ingest_all(self, items: Iterable[InputFile], *, source: str = "cli",
+                   replay_of: dict[str, int] | None = None) -> Iterator[FileOutcome]:
+        """``ingest_file`` for each item, in order. While one file is read, the next one is already
+        hashed and copied into the archive: reading, SHA-256, writing and fsync all run without the
+        interpreter lock, on the core the reader leaves free, instead of before the next file's reading."""
+        queue = list(items)
+        ahead: Future[archive.Taken] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-take") as pool:
+            try:
+                for index, item in enumerate(queue):
+                    taken = ahead.result() if ahead is not None else archive.take(item.path, self.archive_dir)
+                    ahead = None
+                    if index + 1 < len(queue):
+                        ahead = pool.submit(archive.take, queue[index + 1].path, self.archive_dir)
+                    yield self.ingest_file(item, source=source, replay_of=(replay_of or {}).get(item.name), taken=taken)
+            finally:
+                if ahead is not None and not ahead.cancel():  # stopped early: the copy made ahead is not needed
+                    try:
+                        archive.discard(ahead.result())
+                    except OSError:
+                        pass  # the copy failed, and take removed its own partial copy
+
+    def ingest_file(self, item: InputFile, *, source: str = "cli", replay_of: int | None = None,
+                    taken: archive.Taken | None = None) -> FileOutcome:
+        """Take one file through the pipeline. taken: its archive copy when made ahead (ingest_all)."""
+        if taken is None:
+            taken = archive.take(item.path, self.archive_dir)
         basename = item.name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
         # The claim key is the content and where it came from, not the name: a file renamed
         # (or sent again under another name) is still the same file and is not taken twice.
