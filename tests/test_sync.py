@@ -418,3 +418,19 @@ def test_a_package_is_archived_ahead_and_a_stopped_run_leaves_no_copy_behind(tmp
         rows = ledger.all_files(conn)
     assert len(rows) == 6 and all(Path(row.archive_path).is_file() for row in rows)
     assert list(incoming.iterdir()) == []
+
+
+def test_a_torn_archived_copy_is_replaced_not_trusted(tmp_path: Path) -> None:
+    # A copy stored without its fsync (it runs beside the reading) and cut short by a power loss
+    # before the file was committed: taking the file again must not keep the torn bytes.
+    from bridge.sync import archive
+
+    source = tmp_path / "import.xml"
+    source.write_bytes(b"<a>" + "Чайник".encode() * 10_000 + b"</a>")
+    store = tmp_path / "archive"
+    stored = archive.store(archive.take(source, store, durable=False), store, source.name)
+    os.chmod(stored, 0o640)
+    stored.write_bytes(source.read_bytes()[:1000])
+    again = archive.store(archive.take(source, store), store, source.name)
+    assert again == stored and again.read_bytes() == source.read_bytes()
+    assert stat.S_IMODE(again.stat().st_mode) == 0o440 and list((store / ".incoming").iterdir()) == []

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Taken:
     sha256: str
     size: int
     temp: Path | None  # the copy made while hashing, not yet in its final place
+    durable: bool = True  # the copy was on disk (fsync) before take returned
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -47,8 +49,9 @@ def hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def take(path: Path, archive: Path | None) -> Taken:
-    """Hash ``path``; with an archive, copy it there in the same read."""
+def take(path: Path, archive: Path | None, *, durable: bool = True) -> Taken:
+    """Hash ``path``; with an archive, copy it there in the same read. durable=False leaves the
+    fsync to the caller (``Syncing``), who must see it done before the file's outcome is committed."""
     if archive is None:
         sha, size = hash_file(path)
         return Taken(sha, size, None)
@@ -63,18 +66,21 @@ def take(path: Path, archive: Path | None) -> Taken:
                 sink.write(chunk)
                 size += len(chunk)
             sink.flush()
-            os.fsync(sink.fileno())
+            if durable:
+                os.fsync(sink.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return Taken(digest.hexdigest(), size, Path(name))
+    return Taken(digest.hexdigest(), size, Path(name), durable)
 
 
 def store(taken: Taken, archive: Path, original_name: str) -> Path:
     """Put the taken copy in its content address (or drop it if that exists already)."""
     suffix = Path(original_name).suffix.lower() or ".bin"
     final = archive / taken.sha256[:2] / f"{taken.sha256}{suffix}"
-    if final.exists():
+    # A copy already there is trusted only when its bytes are right: one stored without its fsync
+    # (take(durable=False)) may have been torn by a power cut before the file was committed.
+    if final.exists() and hash_file(final)[0] == taken.sha256:
         if taken.temp is not None:
             taken.temp.unlink(missing_ok=True)
         return final
@@ -99,6 +105,36 @@ def locked(archive: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+class Syncing:
+    """The fsync of a stored copy, on a thread while the file is read (os.fsync lets go of the
+    interpreter lock). ``wait`` before committing what became of the file: only then may its source
+    be disposed of."""
+
+    def __init__(self, path: Path) -> None:
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._sync, args=(path,), name="bridge-archive-fsync")
+        self._thread.start()
+
+    def _sync(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def join(self) -> None:
+        """Wait without raising (leaving after an error of its own)."""
+        self._thread.join()
 
 
 def discard(taken: Taken) -> None:

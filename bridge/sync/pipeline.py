@@ -105,6 +105,7 @@ class Pipeline:
         self.archive_dir = None if dry_run else config.archive_path
         self._writer: ChunkWriter | None = None
         self._released_so_far = 0
+        self._syncing: archive.Syncing | None = None  # the fsync of the archived copy of the file being read
 
     # -- a batch ----------------------------------------------------------------
     def ingest(self, inputs: list[InputFile], *, source: str = "cli", replay_of: int | None = None) -> list[FileOutcome]:
@@ -142,7 +143,8 @@ class Pipeline:
                     taken: archive.Taken | None = None) -> FileOutcome:
         """Take one file through the pipeline. taken: its archive copy when made ahead (ingest_all)."""
         if taken is None:
-            taken = archive.take(item.path, self.archive_dir)
+            # The fsync of the copy runs beside the reading (self._syncing), not before it.
+            taken = archive.take(item.path, self.archive_dir, durable=False)
         basename = item.name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
         # The claim key is the content and where it came from, not the name: a file renamed
         # (or sent again under another name) is still the same file and is not taken twice.
@@ -173,10 +175,22 @@ class Pipeline:
                 ledger.update(self.conn, file_id, status="archived", archive_path=str(stored))
                 journal.write(self.conn, journal.Entry("archive", "ok", f"archived as {stored}", file_id))
         log.info("file.archived id=%d name=%r sha256=%s", file_id, item.name, taken.sha256)
-        if item.error is not None:
-            problem = Problem(ERROR, item.name, item.error.line, item.error.path, item.error.message)
-            return self._quarantine(file_id, item.name, stored, [problem], Header(file=item.name), {})
-        return self._read(file_id, item.name, stored)
+        self._syncing = archive.Syncing(stored) if self.archive_dir is not None and not taken.durable else None
+        try:
+            if item.error is not None:
+                problem = Problem(ERROR, item.name, item.error.line, item.error.path, item.error.message)
+                return self._quarantine(file_id, item.name, stored, [problem], Header(file=item.name), {})
+            return self._read(file_id, item.name, stored)
+        finally:
+            if self._syncing is not None:
+                self._syncing.join()  # an exception left early: never leave the thread behind
+                self._syncing = None
+
+    def _archive_durable(self) -> None:
+        """Before a file's outcome is committed (after which its source may be deleted), its archived
+        copy must be on disk."""
+        if self._syncing is not None:
+            self._syncing.wait()
 
     def _read(self, file_id: int, name: str, path: Path) -> FileOutcome:
         size = path.stat().st_size
@@ -417,6 +431,7 @@ class Pipeline:
                 plan: defaultdict[str, dict[str, int]], released: int = 0) -> FileOutcome:
         header = reader.header
         catalog_id = header.catalog_id or ""
+        self._archive_durable()
         with transaction(self.conn):
             state.put_dictionary(self.conn, names.flush())
             state.merge_staged(self.conn, file_id)
@@ -446,6 +461,7 @@ class Pipeline:
             # Only when the file changed or could not be read after it was proven sound: say so loudly.
             reason += (f" (after {released} operation(s) of it had been released: the file parsed to its end"
                        " when it was first checked)")
+        self._archive_durable()
         with transaction(self.conn):
             state.discard_file(self.conn, file_id)
             outbox.discard_staged(self.conn, file_id)
