@@ -127,7 +127,10 @@ class Pipeline:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-take") as pool:
             try:
                 for index, item in enumerate(queue):
-                    taken = ahead.result() if ahead is not None else archive.take(item.path, self.archive_dir)
+                    # The first copy's fsync runs beside its reading, as in ingest_file; a copy made ahead
+                    # was already synced on the worker.
+                    taken = ahead.result() if ahead is not None else archive.take(item.path, self.archive_dir,
+                                                                                  durable=False)
                     ahead = None
                     if index + 1 < len(queue):
                         ahead = pool.submit(archive.take, queue[index + 1].path, self.archive_dir)
