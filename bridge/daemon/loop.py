@@ -192,10 +192,12 @@ class Daemon:
 
     def _prune(self, report: CycleReport) -> None:
         """Retention ([archive]/[state] keep_days), once a day; off when both are 0."""
-        limits = retention.cutoffs(self.config)
-        if not limits.active or self.shutdown.requested or time.monotonic() < self.next_prune:
+        if self.shutdown.requested or time.monotonic() < self.next_prune:
             return
         self.next_prune = time.monotonic() + retention.DAILY
+        limits = retention.cutoffs(self.config)
+        if not limits.active:
+            return
         try:
             retention.prune(self.conn, self.config.archive_path, limits)
         except (sqlite3.Error, OSError) as exc:  # a locked database, a read-only archive: tried again tomorrow

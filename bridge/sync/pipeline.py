@@ -311,17 +311,13 @@ class Pipeline:
         # every intent), asked before the fingerprints are computed: on the writer's connection the
         # query runs while this thread hashes the payloads.
         needs = _product_needs(m for _, m in mapped)
-        by_entity: dict[str, list[str]] = defaultdict(list)
-        for _, m in mapped:
-            for intent in m.intents:
-                by_entity[intent.entity].append(intent.external_id)
+        intents = [intent for _, m in mapped for intent in m.intents]
 
         def lookups(conn: sqlite3.Connection) -> tuple[set[str], dict[str, dict[str, str | None]]]:
-            return (state.known_products(conn, needs, file_id),
-                    {entity: state.fingerprints(conn, entity, ids, file_id) for entity, ids in by_entity.items()})
+            return state.known_products(conn, needs, file_id), _current_fingerprints(conn, intents, file_id)
 
         answer = self._writer.ask(lookups) if self._writer is not None else None
-        fingerprints = {id(intent): fingerprint(intent) for _, m in mapped for intent in m.intents}
+        fingerprints = {id(intent): fingerprint(intent) for intent in intents}
         known, current = answer.result() if answer is not None else lookups(self.conn)
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
@@ -424,10 +420,7 @@ class Pipeline:
 
     def _changed(self, intents: list[Intent], plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
         """Keep the intents whose fingerprint differs from what records holds (outside a file being read)."""
-        by_entity: dict[str, list[str]] = defaultdict(list)
-        for intent in intents:
-            by_entity[intent.entity].append(intent.external_id)
-        current = {entity: state.fingerprints(self.conn, entity, ids, None) for entity, ids in by_entity.items()}
+        current = _current_fingerprints(self.conn, intents, None)
         return _changed(intents, current, {id(i): fingerprint(i) for i in intents}, plan)
 
     def _commit(self, file_id: int, name: str, reader: FileReader, names: Names,
@@ -516,6 +509,15 @@ class Pipeline:
             journal.write_many(self.conn, entries)
         self._notify(enqueued)
         return len(released)
+
+
+def _current_fingerprints(conn: sqlite3.Connection, intents: list[Intent],
+                          file_id: int | None) -> dict[str, dict[str, str | None]]:
+    """Per entity, the fingerprint each intent's record has now (staged in ``file_id`` wins)."""
+    by_entity: dict[str, list[str]] = defaultdict(list)
+    for intent in intents:
+        by_entity[intent.entity].append(intent.external_id)
+    return {entity: state.fingerprints(conn, entity, ids, file_id) for entity, ids in by_entity.items()}
 
 
 def _changed(intents: list[Intent], current: dict[str, dict[str, str | None]], fingerprints: dict[int, str],

@@ -68,11 +68,11 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def cutoffs(config: Config, before: str | None = None, *, at: datetime | None = None) -> Cutoffs:
+def cutoffs(config: Config, before: str | None = None) -> Cutoffs:
     """From the configuration's keep_days, or one time for both (``before``, an ISO time)."""
     if before is not None:
         return Cutoffs(before, before)
-    moment = at or datetime.now(UTC)
+    moment = datetime.now(UTC)
 
     def cut(days: float) -> str | None:
         return _iso(moment - timedelta(days=days)) if days > 0 else None
