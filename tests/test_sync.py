@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -434,3 +435,22 @@ def test_a_torn_archived_copy_is_replaced_not_trusted(tmp_path: Path) -> None:
     again = archive.store(archive.take(source, store), store, source.name)
     assert again == stored and again.read_bytes() == source.read_bytes()
     assert stat.S_IMODE(again.stat().st_mode) == 0o440 and list((store / ".incoming").iterdir()) == []
+
+
+def test_a_state_database_from_before_the_product_only_catalog_index_still_deactivates(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, max_deactivate_share=0.5)
+    first = tmp_path / "1"
+    x.write(first, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(1, 6)]))
+    ingest(cfg, first)
+    # Put the database back in the shape schema version 6 left: the catalog index over every entity.
+    with sqlite3.connect(tmp_path / "var" / "bridge.db") as conn:
+        conn.executescript("DROP INDEX records_catalog;"
+                           " CREATE INDEX records_catalog ON records(entity, catalog_id, active);"
+                           " PRAGMA user_version = 6;")
+    full = tmp_path / "2"  # a full export without p5
+    x.write(full, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(1, 5)]))
+    ingest(cfg, full)
+    assert {k for k, p in products(cfg).items() if not p["active"]} == {"p5"}
+    with sqlite3.connect(tmp_path / "var" / "bridge.db") as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'records_catalog'").fetchone()
+        assert "WHERE entity = 'product'" in sql and conn.execute("PRAGMA user_version").fetchone()[0] >= 7
