@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config import load
+from bridge.store import db
+from bridge.sync import retention
 from conftest import REPO, SAMPLES, run_cli
 
 UT11 = SAMPLES / "exchange" / "ut11"
@@ -159,3 +162,19 @@ def test_the_daemon_prunes_by_itself(tmp_path: Path) -> None:
     # Only the archive was asked for: the state's history stays.
     assert count(tmp_path, "SELECT COUNT(*) FROM outbox WHERE status = 'done'") > 0
     assert all(row["pruned_at"] for row in files(tmp_path).values())
+
+
+def test_a_prune_of_more_files_than_sqlite_allows_variables_still_runs(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    assert run_cli("ingest", "-c", cfg, UT11)[0] == 0
+    config = load(cfg)
+    conn = db.connect(config.state_path)
+    try:
+        # Six settled files (six ids and six copies) against eight variables per statement, the most a
+        # journal row needs: a year of a busy daemon against SQLite's default of 32,766, in small.
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 8)
+        pruned = retention.prune(conn, config.archive_path, retention.Cutoffs(later(), None))
+    finally:
+        conn.close()
+    assert pruned.archived_copies == 6 and stored_copies(tmp_path) == []
+    assert all(row["pruned_at"] and row["archive_path"] is None for row in files(tmp_path).values())

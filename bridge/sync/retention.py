@@ -29,7 +29,7 @@ from typing import Any
 from bridge.config import Config
 from bridge.store import journal
 from bridge.store.clock import now
-from bridge.store.db import transaction
+from bridge.store.db import json_array, transaction
 from bridge.sync import archive
 
 log = logging.getLogger(__name__)
@@ -104,13 +104,14 @@ def _prune_archive(conn: sqlite3.Connection, archive_dir: Path, before: str, res
                             " AND updated_at < ? ORDER BY id", (before,)).fetchall()
         if not rows:
             return
-        ids = [file_id for file_id, _ in rows]
+        # As JSON arrays (db.json_array), not one SQL variable each: the first prune of a busy daemon's
+        # year may cover more files than SQLite allows variables in a statement (32,766 by default).
+        ids = json_array([file_id for file_id, _ in rows])
         paths = sorted({path for _, path in rows})
-        marks = ",".join("?" * len(ids))
         # A copy another ledger row still points to (the same bytes taken again, later) stays.
         kept = {path for (path,) in conn.execute(
-            f"SELECT DISTINCT archive_path FROM files WHERE archive_path IN ({','.join('?' * len(paths))})"
-            f" AND id NOT IN ({marks})", (*paths, *ids))}
+            "SELECT DISTINCT archive_path FROM files WHERE archive_path IN (SELECT value FROM json_each(?))"
+            " AND id NOT IN (SELECT value FROM json_each(?))", (json_array(paths), ids))}
         doomed = [Path(path) for path in paths if path not in kept]
         result.archived_copies = len(doomed)
         result.archived_bytes = sum(_size(path) for path in doomed)
@@ -118,7 +119,8 @@ def _prune_archive(conn: sqlite3.Connection, archive_dir: Path, before: str, res
             return
         stamp = now()
         with transaction(conn):
-            conn.execute(f"UPDATE files SET archive_path = NULL, pruned_at = ? WHERE id IN ({marks})", (stamp, *ids))
+            conn.execute("UPDATE files SET archive_path = NULL, pruned_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+                         (stamp, ids))
         for path in doomed:  # after the commit: a crash in between leaves a copy behind, never a dangling row
             _unlink(path)
 
