@@ -108,10 +108,6 @@ class Pipeline:
         self._syncing: archive.Syncing | None = None  # the fsync of the archived copy of the file being read
 
     # -- a batch ----------------------------------------------------------------
-    def ingest(self, inputs: list[InputFile], *, source: str = "cli", replay_of: int | None = None) -> list[FileOutcome]:
-        outcomes = [self.ingest_file(item, source=source, replay_of=replay_of) for item in inputs]
-        return outcomes
-
     def finish(self) -> list[Decision]:
         """After the files of a run: deactivations of full exports (deliver separately)."""
         return deactivate(self.conn, self.rules.max_deactivate_share, self.force)
