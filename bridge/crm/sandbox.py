@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -35,6 +34,7 @@ from bridge.crm.values import Refused
 from bridge.crm.base import (DEACTIVATE_PRODUCT, LINK_DEAL, SET_OFFER, SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT,
                              UPSERT_DEAL, UPSERT_PRODUCT, CrmAdapter, DealSnapshot, Operation, Result)
 from bridge.errors import PermanentError, TransientError, UserError
+from bridge.private_files import create_owner_only
 
 SCHEMA_VERSION = 2
 # How each schema version is reached from the one before (the first is SCHEMA itself).
@@ -390,8 +390,7 @@ class SandboxCrm(CrmAdapter):
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                # Owner-only before SQLite creates it: it names customers. SQLite gives -wal/-shm the same mode.
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+                create_owner_only(self.path)  # it names customers (and see private_files.py)
             except OSError as exc:
                 raise UserError(f"cannot create the sandbox CRM {self.path}: {exc.strerror}") from None
             target, uri = str(self.path), False

@@ -8,13 +8,13 @@ without the other.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bridge.private_files import create_owner_only
 from bridge.store.jsontext import compact
 
 CACHE_KIB = 32 * 1024
@@ -182,9 +182,9 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA query_only = ON")
         return conn
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Create the file owner-only before SQLite does: it holds the id map and the
-    # journal, which name customers. SQLite gives -wal/-shm the same mode.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    # Owner-only: the id map and the journal name customers (private_files.py says why an
+    # existing file must not be opened here).
+    create_owner_only(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
