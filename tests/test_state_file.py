@@ -81,3 +81,48 @@ def test_a_second_sandbox_in_one_process_loses_no_other_process_write(tmp_path: 
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     check.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _settling_commits(statements: list[str]) -> list[tuple[str, str]]:
+    """(final status, synchronous level in force at its COMMIT) for each transaction that settled a file."""
+    level, status, settled = "NORMAL", None, []
+    for statement in statements:
+        upper = " ".join(statement.split()).upper()
+        if upper.startswith("PRAGMA SYNCHRONOUS ="):
+            level = upper.rsplit("=", 1)[1].strip()
+        elif upper.startswith("UPDATE FILES SET STATUS = 'COMMITTED'"):
+            status = "committed"
+        elif upper.startswith("UPDATE FILES SET STATUS = 'QUARANTINED'"):
+            status = "quarantined"
+        elif upper == "COMMIT" and status is not None:
+            settled.append((status, level))
+            status = None
+    return settled
+
+
+def test_a_files_outcome_is_synced_to_disk_before_its_source_may_go(tmp_path: Path) -> None:
+    """With WAL and synchronous=NORMAL a power cut loses commits made since the last checkpoint; the
+    daemon deletes a source once its outcome is committed, so that commit (and all before) must be synced."""
+    from bridge.cli.context import load_config, state_connection
+    from bridge.commerceml.files import expand_inputs
+    from bridge.sync.pipeline import Pipeline
+    from conftest import SAMPLES
+
+    (tmp_path / "bridge.toml").write_text('[state]\npath = "var/bridge.db"\n[archive]\npath = "var/archive"\n'
+                                          'quarantine = "var/quarantine"\n[crm]\nkind = "sandbox"\npath = "var/crm.db"\n',
+                                          encoding="utf-8")
+    good = SAMPLES / "exchange" / "ut11"
+    broken = tmp_path / "broken" / "import.xml"
+    broken.parent.mkdir()
+    whole = next(good.glob("import*.xml")).read_bytes()
+    broken.write_bytes(whole[: len(whole) // 2])  # cut off mid-file, as an interrupted upload
+    config = load_config(tmp_path / "bridge.toml")
+    statements: list[str] = []
+    with state_connection(config) as conn, expand_inputs([good, broken]) as items:
+        conn.set_trace_callback(statements.append)
+        outcomes = list(Pipeline(conn, config).ingest_all(items))
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again for everything else
+    assert {o.status for o in outcomes} == {"committed", "quarantined"}
+    settled = _settling_commits(statements)
+    assert len(settled) == len(outcomes)
+    assert all(level in ("FULL", "2") for _, level in settled), settled

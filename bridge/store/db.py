@@ -264,12 +264,25 @@ def json_array(values: list[Any]) -> str:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
+def transaction(conn: sqlite3.Connection, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+
+    durable: the commit is on disk when this returns. With WAL and synchronous=NORMAL a commit
+    survives a crash of the process but not a power cut until the next checkpoint; that is fine
+    for everything that can be done again, but not for a commit after which something outside the
+    database is undone for good (a file's outcome, after which its source is deleted). FULL for
+    this one commit syncs the WAL, and with it every commit before.
+    """
+    if durable:
+        conn.execute("PRAGMA synchronous = FULL")
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        if durable:
+            conn.execute("PRAGMA synchronous = NORMAL")

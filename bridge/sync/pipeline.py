@@ -424,7 +424,7 @@ class Pipeline:
         header = reader.header
         catalog_id = header.catalog_id or ""
         self._archive_durable()
-        with transaction(self.conn):
+        with transaction(self.conn, durable=True):  # the source may be deleted once this returns
             state.put_dictionary(self.conn, names.flush())
             state.merge_staged(self.conn, file_id)
             forget_refused(self.conn, file_id)
@@ -454,7 +454,7 @@ class Pipeline:
             reason += (f" (after {released} operation(s) of it had been released: the file parsed to its end"
                        " when it was first checked)")
         self._archive_durable()
-        with transaction(self.conn):
+        with transaction(self.conn, durable=True):  # the source may be deleted once this returns
             state.discard_file(self.conn, file_id)
             outbox.discard_staged(self.conn, file_id)
             if self.dry_run:
