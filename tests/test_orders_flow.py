@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,60 @@ def test_render_prints_the_order_a_deal_would_produce(cfg: Path) -> None:
     assert result.stdout.startswith(b'<?xml version="1.0" encoding="windows-1251"?>')
     assert "Контейнер".encode("cp1251") in result.stdout and "Чайник".encode("cp1251") in result.stdout
     assert outgoing(cfg) == []  # render writes nothing
+
+
+def test_an_order_changed_while_its_target_was_away_is_never_overwritten_by_the_older_version(cfg: Path) -> None:
+    blocker = cfg.parent / "to-1c"
+    blocker.write_text("the share is not mounted", encoding="utf-8")  # a file where the folder should be
+    deal_id = add_deal(cfg, {"title": "Чайники", "stage": "agreed", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": KETTLE, "quantity": 1, "price": 2490}]})
+    run_once(cfg)  # version 1 cannot be written: it waits with a backoff
+    crm = SandboxCrm(cfg.parent / "var" / "crm.db")
+    try:
+        crm.update_deal(deal_id, {"lines": [{"product_external_id": KETTLE, "quantity": 5, "price": 2490}]})
+    finally:
+        crm.close()
+    blocker.unlink()  # the share is back
+    run_once(cfg)
+    [order_file] = outgoing(cfg)
+    [written] = [r for r in FileReader(order_file).records() if isinstance(r, Document)]
+    assert written.amount == 5 * 2490
+
+    # However long version 1's backoff was, its time comes: it must not replace version 2.
+    state = sqlite3.connect(cfg.parent / "var" / "bridge.db")
+    with state:
+        state.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+        superseded = state.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'write_order' AND status = 'done'"
+                                   " AND last_error LIKE 'superseded%'").fetchone()[0]
+    state.close()
+    run_once(cfg)
+    [again] = [r for r in FileReader(order_file).records() if isinstance(r, Document)]
+    assert again.amount == 5 * 2490 and superseded == 1
+
+
+def test_a_target_that_refuses_the_bridge_keeps_the_order_pending_and_the_daemon_alive(tmp_path: Path) -> None:
+    from bridge.commerceml.render import Renderer
+    from bridge.errors import UserError
+    from bridge.store import db, outbox
+    from bridge.sync.orders import Order, OrderWriter, order_to_json
+
+    class RefusingTarget:  # what an SFTP target raises for a refused key or a changed host key
+        def write(self, name: str, data: bytes) -> str:
+            raise UserError(f"uploading {name}: permission denied")
+
+        def close(self) -> None:
+            pass
+
+    conn = db.connect(tmp_path / "bridge.db")
+    order = order_to_json(Order(id="O1", number="1", date="2026-11-27", time="10:00:00", currency="RUB", rate="1",
+                                amount=Decimal(10), counterparty={"id": "c-1", "name": "ООО Ромашка"}, lines=[],
+                                deal_id="7"))
+    with db.transaction(conn):
+        outbox.add(conn, None, [outbox.Intent("order", "write_order", "O1", {"file_name": "orders-O1.xml", "deal_id": "7",
+                                                                             "order": order})], "pending")
+    writer = OrderWriter(conn, Renderer(REPO / "templates"), RefusingTarget(), "ut11", "utf-8")
+    assert writer.deliver() == 0  # no exception: the daemon's cycle goes on to the CRM
+    assert outbox.depth(conn) == {"pending": 1}
+    messages = [m for (m,) in conn.execute("SELECT message FROM journal WHERE external_id = 'O1'")]
+    assert any("not written yet" in m and "permission denied" in m for m in messages), messages
+    conn.close()

@@ -124,6 +124,21 @@ def mark_done(conn: sqlite3.Connection, ids: list[int]) -> None:
                      " WHERE id IN (SELECT value FROM json_each(?))", (now(), json_array(ids)))
 
 
+def supersede(conn: sqlite3.Connection, kind: str, external_id: str, reason: str) -> int:
+    """Settle the pending operations of ``kind`` for ``external_id`` unsent: a newer one replaces them.
+    For whole-document writes (an order file), where an older version sent last would win."""
+    ids = [i for (i,) in conn.execute("SELECT id FROM outbox WHERE kind = ? AND external_id = ? AND status = 'pending'",
+                                      (kind, external_id))]
+    return settle_unsent(conn, ids, reason)
+
+
+def settle_unsent(conn: sqlite3.Connection, ids: list[int], reason: str) -> int:
+    """Pending operations that must not be sent any more: done, with ``reason`` kept as their last word."""
+    cursor = conn.execute("UPDATE outbox SET status = 'done', done_at = ?, last_error = ? WHERE status = 'pending'"
+                          " AND id IN (SELECT value FROM json_each(?))", (now(), reason, json_array(ids)))
+    return cursor.rowcount
+
+
 def mark_failed(conn: sqlite3.Connection, failures: list[tuple[int, str]]) -> None:
     stamp = now()
     conn.executemany("UPDATE outbox SET status = 'failed', done_at = ?, last_error = ?, attempts = attempts + 1"

@@ -220,6 +220,8 @@ class OrdersFlow:
         name = self.file_name.format(id=order.id, number=order.number, deal=deal.crm_id)
         first = row is None or row[2] == "waiting"
         with transaction(self.conn):
+            # A version still waiting for the target (which was away) must not be written after this one.
+            outbox.supersede(self.conn, WRITE_ORDER, order.id, "superseded: the deal changed before it was written")
             intents = [Intent("order", WRITE_ORDER, order.id, {"file_name": name, "deal_id": deal.crm_id, "order": model})]
             if first or row is not None and row[2] != "written":
                 intents.append(Intent("deal", LINK_DEAL, order.id, {"crm_id": deal.crm_id, "external_id": order.id}))
@@ -272,9 +274,17 @@ class OrderWriter:
         self.profile = profile
         self.encoding = encoding
 
+    def _superseded(self, payload: dict[str, Any]) -> bool:
+        """An order file is written whole: a version older than the deal's current one must not be written
+        (OrdersFlow.consider settles the older pending versions; this also covers rows queued before it did)."""
+        row = self.conn.execute("SELECT fingerprint FROM orders WHERE deal_id = ?", (payload["deal_id"],)).fetchone()
+        if row is None or row[0] is None:
+            return False
+        return row[0] != hashlib.sha256(dumps(payload["order"]).encode()).hexdigest()
+
     def deliver(self) -> int:
         from bridge.commerceml.render import RenderError, render_checked
-        from bridge.errors import TransientError
+        from bridge.errors import TransientError, UserError
         from bridge.sync.deliver import backoff
 
         written = 0
@@ -284,6 +294,10 @@ class OrderWriter:
                 return written
             for pending in batch:
                 op = pending.operation
+                if self._superseded(op.payload):
+                    with transaction(self.conn):
+                        outbox.settle_unsent(self.conn, [op.id], "superseded: the deal changed before it was written")
+                    continue
                 order = order_from_json(op.payload["order"])
                 name = op.payload["file_name"]
                 try:
@@ -299,9 +313,14 @@ class OrderWriter:
                                                                f"{exc}", None, "order", op.external_id))
                     log.error("order.render_failed order=%s error=%r", op.external_id, str(exc))
                     continue
-                except TransientError as exc:
+                except (TransientError, UserError) as exc:
+                    # Away (transient) or refusing us (SFTP key or rights: fixed by a person): the order
+                    # stays pending and is written once the target takes it.
                     with transaction(self.conn):
                         outbox.postpone(self.conn, [(op.id, str(exc), time.time() + backoff(pending.attempts))])
+                        if isinstance(exc, UserError) and pending.attempts == 0:
+                            journal.write(self.conn, journal.Entry("order", "retry", f"order {op.external_id} not "
+                                                                   f"written yet: {exc}", None, "order", op.external_id))
                     log.warning("order.write_retry order=%s error=%r", op.external_id, str(exc))
                     return written
                 with transaction(self.conn):
