@@ -15,6 +15,7 @@ import os
 import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def test_complete_file_is_listed_and_fetched_with_its_bytes_and_sha256(
     assert f"sha256={hashlib.sha256(data).hexdigest()}" in caplog.text
     assert list(spool.iterdir()) == []  # the temp copy is gone after the block
     assert (remote_dir / "import.xml").exists()  # fetching is not disposing
+
+
+def test_a_zip_fetched_into_the_spool_is_unpacked_as_a_zip(make: Make, remote_dir: Path, spool: Path,
+                                                           tmp_path: Path) -> None:
+    """The spool copy has a temporary name (.sftp-….part…): it must still be known as a zip."""
+    from bridge.commerceml.files import expand_inputs
+
+    xml = "<?xml version='1.0' encoding='UTF-8'?><КоммерческаяИнформация/>".encode()
+    with zipfile.ZipFile(remote_dir / "goods.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("import0_1.xml", xml)
+    source = make()
+    files, _ = source.scan()
+    with source.fetch(files[0], spool) as local, expand_inputs([local], unpack_in=tmp_path) as items:
+        assert local.name.startswith(".sftp-")
+        assert [(item.name.rsplit("!", 1)[1], item.error) for item in items] == [("import0_1.xml", None)]
+        assert items[0].path.read_bytes() == xml
 
 
 def test_file_written_slowly_is_not_returned_before_stable_for_min_age(
@@ -249,7 +266,7 @@ def test_connection_dropped_mid_download_is_transient_and_the_next_call_reconnec
     def kill_when_halfway() -> None:  # the server crashes while the file is coming in
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not killed:
-            partial = list(spool.glob("*.part")) if spool.exists() else []
+            partial = list(spool.glob(".sftp-*")) if spool.exists() else []
             if partial and partial[0].stat().st_size >= 4 << 20:
                 killed.append(ssh_server.kill_sessions())
             time.sleep(0.002)

@@ -33,6 +33,10 @@ class _Group(click.Group):
         except (PermanentError, BridgeError) as exc:
             click.echo(f"bridge: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:  # our own disk or folders (full, read-only, no rights): say which file
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"bridge: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

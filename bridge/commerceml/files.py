@@ -75,8 +75,11 @@ def _xml_files(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def expand_inputs(paths: list[Path]) -> Iterator[list[InputFile]]:
-    """Yield the files to read; temporary unpack folders vanish afterwards."""
+def expand_inputs(paths: list[Path], *, unpack_in: Path | None = None) -> Iterator[list[InputFile]]:
+    """Yield the files to read; temporary unpack folders vanish afterwards.
+
+    unpack_in: where zips are unpacked (the daemon's spool, on the state's disk; /tmp under
+    systemd's PrivateTmp is often a small tmpfs); the system's temporary folder by default."""
     temporary: list[Path] = []
     result: list[InputFile] = []
     try:
@@ -84,7 +87,7 @@ def expand_inputs(paths: list[Path]) -> Iterator[list[InputFile]]:
             if path.is_dir():
                 result.extend(InputFile(p, str(p)) for p in sort_load_order(_xml_files(path)))
             elif path.suffix.lower() == ".zip":
-                unpack = Path(tempfile.mkdtemp(prefix="bridge-zip-"))
+                unpack = Path(tempfile.mkdtemp(prefix=".bridge-zip-", dir=unpack_in))
                 temporary.append(unpack)
                 try:
                     extract(path, unpack)

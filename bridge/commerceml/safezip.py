@@ -10,13 +10,22 @@ archive declares.
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from bridge.commerceml.problems import StructuralError
 
+# What reading an entry raises for a broken archive: a bad CRC or header (BadZipFile), a data
+# stream that ends early (EOFError) or is not valid Deflate/BZIP2/LZMA (zlib.error, OSError from
+# bz2, LZMAError). Deflate64 (method 9, Windows Explorer's choice for big archives) and other
+# methods zipfile lacks raise NotImplementedError. Any other OSError is ours (disk full, EFBIG).
+_DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)
+_UNSUPPORTED = NotImplementedError
 DEFAULT_MAX_TOTAL = 8 * 1024**3  # 8 GiB unpacked: above the largest real catalogs
 DEFAULT_MAX_ENTRIES = 100_000
 _CHUNK = 1 << 20
@@ -48,8 +57,10 @@ def extract(archive: Path, target: Path, *, max_total: int = DEFAULT_MAX_TOTAL,
     """Unpack ``archive`` into ``target`` (which must be empty) and return the files written."""
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except zipfile.BadZipFile as exc:
         raise StructuralError(f"this is not a readable zip archive: {exc}") from None
+    # An OSError here is our disk or the source (gone, unreadable), not the archive: it goes up as
+    # it is, so the file is taken again later instead of being quarantined for a fault of ours.
     with zf:
         infos = zf.infolist()
         if len(infos) > max_entries:
@@ -78,21 +89,37 @@ def extract(archive: Path, target: Path, *, max_total: int = DEFAULT_MAX_TOTAL,
                     continue
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as source, open(destination, "xb") as sink:
-                    while chunk := source.read(_CHUNK):
+                    while chunk := _read(source):
                         total += len(chunk)
                         if total > max_total:
                             raise StructuralError(f"the archive unpacks to more than {max_total} bytes; it is refused")
                         sink.write(chunk)
                 written.append(destination)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except FileExistsError as exc:
             _empty(target)
-            if isinstance(exc, FileExistsError):
-                raise StructuralError(f"the archive holds the same file twice: {exc.filename}") from None
-            raise StructuralError(f"the archive is damaged: {exc}") from None
-        except StructuralError:
+            raise StructuralError(f"the archive holds the same file twice: {exc.filename}") from None
+        except _UNSUPPORTED as exc:
+            _empty(target)
+            raise StructuralError(f"the archive uses a compression method this bridge cannot unpack ({exc}); "
+                                  "ask for a zip made with the ordinary Deflate method") from None
+        except _DAMAGED as exc:
+            _empty(target)
+            raise StructuralError(f"the archive is damaged: {exc or type(exc).__name__}") from None
+        except BaseException:  # our disk (full, too large a file), a stop: nothing half-unpacked stays
             _empty(target)
             raise
         return written
+
+
+def _read(source: IO[bytes]) -> bytes:
+    """The next chunk of an entry. bz2 reports a broken stream as an OSError without errno; one with an
+    errno is the disk under the archive, which is not the archive's fault."""
+    try:
+        return source.read(_CHUNK)
+    except OSError as exc:
+        if exc.errno is None:
+            raise zipfile.BadZipFile(str(exc)) from None
+        raise
 
 
 def _empty(folder: Path) -> None:

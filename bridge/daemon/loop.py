@@ -11,6 +11,7 @@ ping — so an idle daemon costs next to nothing.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -90,6 +91,7 @@ class Daemon:
         self.shutdown.install()
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
+            self._sweep_spool()
             for settings in self.config.sources:
                 source = make_source(settings, self.config.path.resolve().parent)
                 if not self.once:
@@ -151,6 +153,26 @@ class Daemon:
                         item.next_scan = min(item.next_scan, time.monotonic())
         self.notifier.ping()
 
+    def _journal_once(self, entry: journal.Entry) -> None:
+        """A failure that repeats every scan is journaled the first time only (the log has every one):
+        not when the journal already has this message for this file or target (its external_id)."""
+        try:
+            with transaction(self.conn):
+                if not journal.said(self.conn, entry):
+                    journal.write(self.conn, entry)
+        except sqlite3.Error as exc:  # a locked database must not turn a reported failure into a crash
+            log.error("journal.write_failed error=%r", str(exc))
+
+    def _sweep_spool(self) -> None:
+        """Downloads and unpacked zips a killed daemon left behind: one process uses the spool at a
+        time (the unit), and what was in it is taken again from its source."""
+        for leftover in list(self.spool.glob(".sftp-*.part*")) + list(self.spool.glob(".bridge-zip-*")):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            log.info("spool.swept path=%s", leftover)
+
     # -- one cycle ------------------------------------------------------------------
     def cycle(self) -> CycleReport:
         with fewer_collections():  # a cycle may read a whole catalog (sync/batch.py)
@@ -177,7 +199,13 @@ class Daemon:
             except BridgeError as exc:  # the CRM is away: the cursor has not moved, nothing is lost
                 report.errors.append(str(exc))
                 log.error("orders.poll_failed error=%r", str(exc))
-            writer.deliver()
+            try:
+                writer.deliver()
+            except BridgeError as exc:  # the order target refused us (SFTP auth, host key): its ops stay pending
+                report.errors.append(str(exc))
+                log.error("orders.write_failed error=%r", str(exc))
+                self._journal_once(journal.Entry("orders", "error", f"writing orders for 1C: {exc}", entity="target",
+                                                 external_id="outgoing"))
         try:
             stats = deliver(self.conn, self.adapter, patience=0 if self.shutdown.requested else self.patience)
             report.delivered = stats.sent
@@ -227,7 +255,18 @@ class Daemon:
                 return
             try:
                 self._take(source, remote, report)
-            except (BridgeError, OSError) as exc:
+            except _NotDisposed as exc:  # taken and settled; only its removal failed: go on with the rest
+                report.errors.append(str(exc))
+                log.error("source.dispose_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
+                self._journal_once(journal.Entry("source", "error", str(exc), entity="source_file",
+                                                 external_id=f"{source.name}:{remote.name}"))
+            except Exception as exc:  # noqa: BLE001 - a file nobody foresaw must not stop the daemon
+                if not isinstance(exc, (BridgeError, OSError)):
+                    log.exception("source.take_crashed source=%s file=%s", source.name, remote.name)
+                    self._journal_once(journal.Entry(
+                        "source", "error", f"{source.name}: could not take {remote.name}: {exc!r}; it stays "
+                        "in the source and is tried again (a bug: please report it with this entry)",
+                        entity="source_file", external_id=f"{source.name}:{remote.name}"))
                 # The source dropped mid-file (or refused us): nothing of the file was committed
                 # unless the ledger says so; it is taken again at the next scan.
                 log.error("source.fetch_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
@@ -241,7 +280,7 @@ class Daemon:
         self.notifier.status(self._status(f"reading {label}"))
         with source.fetch(remote, self.spool) as local:
             finished = True
-            with expand_inputs([local]) as items:
+            with expand_inputs([local], unpack_in=self.spool) as items:
                 for item in items:
                     name = f"{label}!{item.name.rsplit('!', 1)[1]}" if "!" in item.name else label
                     item.name = name
@@ -251,7 +290,11 @@ class Daemon:
                     finished = finished and outcome.status in ("committed", "skipped", "quarantined")
                     log.info("file.%s source=%s name=%s id=%s", outcome.status, source.name, name, outcome.file_id)
         if finished:
-            source.dispose(remote)
+            try:
+                source.dispose(remote)
+            except (BridgeError, OSError) as exc:
+                raise _NotDisposed(f"{label} was taken, but could not be removed from its source: {exc}; "
+                                   "it is skipped as already taken until it is removed") from exc
 
     # -- reporting --------------------------------------------------------------------
     def _progress(self, name: str, position: int, size: int, records: int) -> None:
@@ -286,3 +329,7 @@ def _next_outbox_due(conn: sqlite3.Connection) -> float | None:
     if row is None or row[0] is None:
         return None
     return max(0.0, row[0] - time.time())
+
+
+class _NotDisposed(Exception):
+    """A file was taken and settled, but its source could not be deleted or moved."""

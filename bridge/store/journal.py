@@ -32,6 +32,14 @@ def write(conn: sqlite3.Connection, entry: Entry) -> None:
     write_many(conn, [entry])
 
 
+def said(conn: sqlite3.Connection, entry: Entry) -> bool:
+    """Whether the journal already holds this message about this record (found through its external id)."""
+    if entry.external_id is None:
+        return False
+    return conn.execute("SELECT 1 FROM journal WHERE external_id = ? AND step = ? AND message = ? LIMIT 1",
+                        (entry.external_id, entry.step, entry.message)).fetchone() is not None
+
+
 def write_many(conn: sqlite3.Connection, entries: Iterable[Entry]) -> None:
     at = now()
     conn.executemany(

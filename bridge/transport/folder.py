@@ -7,8 +7,10 @@ other side of a network share (set ``polling = true`` there).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,7 +88,7 @@ class FolderSource(Source):
             while target.exists():  # keep what is there: 1C reuses names like import.xml
                 target = target_dir / f"{path.stem}.{counter}{path.suffix}"
                 counter += 1
-            os.replace(path, target)
+            _move(path, target)
         else:
             path.unlink(missing_ok=True)
         self.stability.forget(remote.name)
@@ -110,3 +112,28 @@ class FolderSource(Source):
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def _move(path: Path, target: Path) -> None:
+    """Rename ``path`` to ``target``; across file systems (move_to on another disk or share, where
+    rename fails with EXDEV) copy, sync and rename into place first, and only then delete the source."""
+    try:
+        os.replace(path, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    temp = target.with_name(f".{target.name}.moving")
+    try:
+        shutil.copyfile(path, temp)
+        with open(temp, "rb") as copy:
+            os.fsync(copy.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the copy's name must be on disk before the original goes
+    finally:
+        os.close(fd)
+    path.unlink()

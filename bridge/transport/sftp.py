@@ -172,7 +172,8 @@ class SftpSource(Source):
     @contextmanager
     def fetch(self, remote: RemoteFile, spool: Path) -> Iterator[Path]:
         spool.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=spool, prefix=".sftp-", suffix=".part")
+        # The remote name's extension is kept: a zip is known as one by its name (commerceml/files.py).
+        fd, temp = tempfile.mkstemp(dir=spool, prefix=".sftp-", suffix=".part" + Path(remote.name).suffix.lower())
         local = Path(temp)
         try:
             with os.fdopen(fd, "wb") as sink:
