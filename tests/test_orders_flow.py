@@ -248,3 +248,26 @@ def test_a_target_that_refuses_the_bridge_keeps_the_order_pending_and_the_daemon
     messages = [m for (m,) in conn.execute("SELECT message FROM journal WHERE external_id = 'O1'")]
     assert any("not written yet" in m and "permission denied" in m for m in messages), messages
     conn.close()
+
+
+def test_with_one_file_name_for_every_order_an_order_waits_until_1c_has_taken_the_last(cfg: Path) -> None:
+    """Some exchange modules read a fixed orders.xml: a second order must not replace one 1C has not read."""
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('file_name = "orders-{id}.xml"', 'file_name = "orders.xml"'),
+                   encoding="utf-8")
+    first = add_deal(cfg, {"title": "Первый", "stage": "agreed", "company_external_id": MANUFACTURE,
+                           "lines": [{"product_external_id": KETTLE, "quantity": 1, "price": 2490}]})
+    second = add_deal(cfg, {"title": "Второй", "stage": "agreed", "company_external_id": MANUFACTURE,
+                            "lines": [{"product_external_id": KETTLE, "quantity": 2, "price": 2490}]})
+    imported = []
+    for _ in range(4):
+        run_once(cfg)
+        files = outgoing(cfg)
+        if not files:
+            continue
+        [order_file] = files
+        assert order_file.name == "orders.xml"
+        imported.extend(d.amount for d in FileReader(order_file).records() if isinstance(d, Document))
+        order_file.unlink()  # 1C imports the file and removes it
+    assert sorted(imported) == [2490, 2 * 2490]  # each order reached 1C once, none was overwritten unread
+    orders = {d["id"]: d["order_external_id"] for d in deals(cfg).values()}
+    assert orders[first] and orders[second] and orders[first] != orders[second]

@@ -286,6 +286,14 @@ def test_connection_dropped_mid_download_is_transient_and_the_next_call_reconnec
         assert local.read_bytes() == b"<small/>"
 
 
+def test_exists_tells_whether_1c_has_taken_a_file_yet(make: Make, remote_dir: Path) -> None:
+    (remote_dir / "orders.xml").write_text("<waiting/>")
+    source = make()
+    assert source.exists(str(remote_dir), "orders.xml")
+    (remote_dir / "orders.xml").unlink()  # 1C imported it
+    assert not source.exists(str(remote_dir), "orders.xml")
+
+
 def test_upload_atomic_replaces_the_target_and_leaves_no_temp_file(
         make: Make, remote_dir: Path, tmp_path: Path) -> None:
     outgoing = remote_dir / "to-1c"

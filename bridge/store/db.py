@@ -164,6 +164,11 @@ MIGRATIONS: list[str] = [
     DROP INDEX IF EXISTS records_catalog;
     CREATE INDEX records_catalog ON records(catalog_id, active, external_id) WHERE entity = 'product';
     """,
+    # 8: with one file name for every order (outgoing.file_name without {id}), the writer must know
+    # which order it wrote there last (sync/orders.py, OrderWriter._taken_by_another).
+    """
+    ALTER TABLE orders ADD COLUMN written_at TEXT;
+    """,
 ]
 
 

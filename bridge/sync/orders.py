@@ -282,6 +282,15 @@ class OrderWriter:
             return False
         return row[0] != hashlib.sha256(dumps(payload["order"]).encode()).hexdigest()
 
+    def _taken_by_another(self, name: str, order_id: str) -> bool:
+        """Whether ``name`` is a shared file name whose last order, another one, is still in the target."""
+        last = self.conn.execute("SELECT order_id FROM orders WHERE file_name = ? AND written_at IS NOT NULL"
+                                 " ORDER BY written_at DESC, rowid DESC LIMIT 1", (name,)).fetchone()
+        shared = self.conn.execute("SELECT COUNT(DISTINCT order_id) FROM orders WHERE file_name = ?", (name,)).fetchone()[0]
+        if shared < 2 or (last is not None and last[0] == order_id):
+            return False
+        return self.target.exists(name)
+
     def deliver(self) -> int:
         from bridge.commerceml.render import RenderError, render_checked
         from bridge.errors import TransientError, UserError
@@ -300,6 +309,13 @@ class OrderWriter:
                     continue
                 order = order_from_json(op.payload["order"])
                 name = op.payload["file_name"]
+                if self._taken_by_another(name, op.external_id):
+                    # One name for every order (file_name without {id}): writing now would replace an
+                    # order 1C has not imported yet. It waits until 1C has taken that file.
+                    with transaction(self.conn):
+                        outbox.postpone(self.conn, [(op.id, f"{name} still holds another order that 1C has not "
+                                                     "taken yet", time.time() + backoff(min(pending.attempts, 3)))])
+                    return written
                 try:
                     data = render_checked(self.renderer, self.profile, {"orders": [order], "generated_at": generated_at()},
                                           self.encoding)
@@ -325,8 +341,8 @@ class OrderWriter:
                     return written
                 with transaction(self.conn):
                     outbox.mark_done(self.conn, [op.id])
-                    self.conn.execute("UPDATE orders SET status = 'written' WHERE deal_id = ? AND fingerprint IS NOT NULL",
-                                      (op.payload["deal_id"],))
+                    self.conn.execute("UPDATE orders SET status = 'written', written_at = ? WHERE deal_id = ?"
+                                      " AND fingerprint IS NOT NULL", (now(), op.payload["deal_id"]))
                     journal.write(self.conn, journal.Entry("order", "ok", f"order {op.external_id} written to {where} "
                                                            f"({len(data)} bytes, {self.profile}, {self.encoding})",
                                                            None, "order", op.external_id))

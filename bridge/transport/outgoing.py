@@ -22,6 +22,9 @@ class Target(Protocol):
     def write(self, name: str, data: bytes) -> str:
         """Publish ``data`` as ``name``; return where it went."""
 
+    def exists(self, name: str) -> bool:
+        """Whether a file ``name`` is there, not yet taken by 1C."""
+
     def close(self) -> None: ...
 
 
@@ -48,6 +51,9 @@ class FolderTarget:
         except OSError as exc:  # a share that went away: try again later
             raise TransientError(f"cannot write {name} to {self.folder}: {exc.strerror or exc}") from None
         return str(self.folder / name)
+
+    def exists(self, name: str) -> bool:
+        return (self.folder / name).exists()
 
     def sweep(self) -> int:
         """Remove temporary files a crash left behind (they never became visible to 1C)."""
@@ -82,6 +88,9 @@ class SftpTarget:
             local.flush()
             self.connection.upload_atomic(Path(local.name), self.folder, name)
         return f"sftp:{self.folder}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.connection.exists(self.folder, name)
 
     def close(self) -> None:
         self.connection.close()

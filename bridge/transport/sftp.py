@@ -247,6 +247,17 @@ class SftpSource(Source):
         log.info("sftp.uploaded source=%s name=%r size=%d", self.name, target, size)
         return target
 
+    def exists(self, remote_dir: str, name: str) -> bool:
+        """Whether ``remote_dir/name`` is there (an order file 1C has not taken yet)."""
+        sftp = self._session()
+        try:
+            sftp.stat(posixpath.join(remote_dir, name))
+            return True
+        except FileNotFoundError:
+            return False
+        except _FAILURES as exc:
+            raise self._failure(exc, f"looking for {name}") from None
+
     # --- connection ----------------------------------------------------------------------------
 
     def _session(self) -> paramiko.SFTPClient:
