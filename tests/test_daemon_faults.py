@@ -101,7 +101,7 @@ def test_a_zip_our_own_disk_cannot_unpack_stays_in_its_source(tmp_path: Path) ->
 
     result = run_once(cfg)  # the disk has room again
     assert result.returncode == 0, result.stderr
-    assert [status for _, _, status in ledger(tmp_path)] == ["applied"]
+    assert [status for _, _, status in ledger(tmp_path)] == ["unpacked", "applied"]  # the zip, its XML
     assert list((tmp_path / "in").iterdir()) == []
 
 
@@ -155,3 +155,50 @@ def test_what_a_killed_daemon_left_in_the_spool_is_swept_at_start(tmp_path: Path
     result = run_once(cfg)
     assert result.returncode == 0, result.stderr
     assert list(spool.iterdir()) == []
+
+
+def _archive_paths(folder: Path) -> dict[str, str]:
+    conn = sqlite3.connect(folder / "var" / "bridge.db")
+    try:
+        return {name: path for name, path in conn.execute("SELECT name, archive_path FROM files")}
+    finally:
+        conn.close()
+
+
+def test_a_zip_is_archived_whole_with_its_pictures_and_replays_as_its_members(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, min_age=0)
+    picture = os.urandom(5000)
+    with zipfile.ZipFile(tmp_path / "in" / "goods.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(PACKAGE.glob("*.xml")):
+            z.write(path, path.name)
+        z.writestr("import_files/ab/picture.jpg", picture)
+    with zipfile.ZipFile(tmp_path / "in" / "pictures.zip", "w") as z:  # 1C sent the pictures alone
+        z.writestr("import_files/cd/other.jpg", picture)
+
+    result = run_once(cfg)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "in").iterdir()) == []
+    statuses = {name: status for _, name, status in ledger(tmp_path)}
+    assert statuses["ut11:goods.zip"] == "unpacked" and statuses["ut11:pictures.zip"] == "unpacked"
+    members = [name for name in statuses if name.startswith("ut11:goods.zip!")]
+    assert len(members) == len(list(PACKAGE.glob("*.xml"))) and {statuses[m] for m in members} == {"applied"}
+    archived = _archive_paths(tmp_path)
+    with zipfile.ZipFile(archived["ut11:goods.zip"]) as z:
+        assert z.read("import_files/ab/picture.jpg") == picture  # kept, not lost with the source
+    with zipfile.ZipFile(archived["ut11:pictures.zip"]) as z:
+        assert z.namelist() == ["import_files/cd/other.jpg"]
+    assert any("pictures.zip" in m and "no XML file" in m for m in _journal_messages(tmp_path))
+
+    [container_id] = [i for i, name, _ in ledger(tmp_path) if name == "ut11:goods.zip"]
+    replay = subprocess.run([sys.executable, "-m", "bridge", "replay", "-c", str(cfg), str(container_id)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert replay.stdout.count(": committed") == len(members)
+
+
+def _journal_messages(folder: Path) -> list[str]:
+    conn = sqlite3.connect(folder / "var" / "bridge.db")
+    try:
+        return [m for (m,) in conn.execute("SELECT message FROM journal ORDER BY id")]
+    finally:
+        conn.close()

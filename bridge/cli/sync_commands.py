@@ -119,25 +119,32 @@ def ingest_command(config_path: Path, dry_run: bool, force: bool, paths: tuple[P
 @click.argument("ids", nargs=-1, required=True, type=int)
 def replay_command(config_path: Path, dry_run: bool, force: bool, ids: tuple[int, ...]) -> None:
     """Run archived files (by ledger id) through the pipeline again."""
-    from contextlib import contextmanager
+    from contextlib import ExitStack, contextmanager
 
     replay_of: dict[str, int] = {}
 
     @contextmanager
     def archived(conn: Any) -> Any:
         items = []
-        for file_id in ids:
-            row = ledger.get(conn, file_id)
-            if row is None:
-                raise UserError(f"no file #{file_id} in the archive (bridge archive list shows them)")
-            if row.pruned_at and not row.archive_path:
-                raise UserError(f"file #{file_id}'s archived copy was removed by retention at {row.pruned_at} "
-                                "([archive] keep_days); it cannot be replayed")
-            if not row.archive_path or not Path(row.archive_path).exists():
-                raise UserError(f"file #{file_id} has no archived copy at {row.archive_path}")
-            items.append(InputFile(Path(row.archive_path), row.name))
-            replay_of[row.name] = file_id
-        yield items
+        with ExitStack() as unpacked:
+            for file_id in ids:
+                row = ledger.get(conn, file_id)
+                if row is None:
+                    raise UserError(f"no file #{file_id} in the archive (bridge archive list shows them)")
+                if row.pruned_at and not row.archive_path:
+                    raise UserError(f"file #{file_id}'s archived copy was removed by retention at {row.pruned_at} "
+                                    "([archive] keep_days); it cannot be replayed")
+                if not row.archive_path or not Path(row.archive_path).exists():
+                    raise UserError(f"file #{file_id} has no archived copy at {row.archive_path}")
+                if row.status == "unpacked":  # a zip a source sent: its XML members are replayed
+                    for member in unpacked.enter_context(expand_inputs([Path(row.archive_path)])):
+                        member.name = f"{row.name}!{member.name.rsplit('!', 1)[-1]}"
+                        items.append(member)
+                        replay_of[member.name] = file_id
+                    continue
+                items.append(InputFile(Path(row.archive_path), row.name))
+                replay_of[row.name] = file_id
+            yield items
 
     _run(config_path, archived, dry_run=dry_run, force=force, source="replay", replay_of=replay_of)
 

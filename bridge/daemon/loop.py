@@ -281,6 +281,9 @@ class Daemon:
         with source.fetch(remote, self.spool) as local:
             finished = True
             with expand_inputs([local], unpack_in=self.spool) as items:
+                members = [i.name.rsplit("!", 1)[1] for i in items if "!" in i.name]
+                if Path(remote.name).suffix.lower() == ".zip" and len(members) == len(items):  # else: refused whole
+                    self.pipeline.take_container(local, label, members, source=source.name)
                 for item in items:
                     name = f"{label}!{item.name.rsplit('!', 1)[1]}" if "!" in item.name else label
                     item.name = name

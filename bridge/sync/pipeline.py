@@ -185,6 +185,34 @@ class Pipeline:
                 self._syncing.join()  # an exception left early: never leave the thread behind
                 self._syncing = None
 
+    def take_container(self, path: Path, name: str, members: list[str], *, source: str) -> int | None:
+        """Archive a zip a source sent, beside its XML members (each taken on its own): its other
+        entries (import_files/ pictures) are kept, and a zip without any XML leaves a trace instead of
+        vanishing with its source. Its ledger row says 'unpacked'; replaying it replays its members.
+        Returns the row's id (None in a dry run)."""
+        if self.archive_dir is None:
+            return None
+        taken = archive.take(path, self.archive_dir)
+        claim_key = hashlib.sha256(f"{source}\n{taken.sha256}".encode()).hexdigest()
+        row = ledger.by_claim(self.conn, claim_key)
+        if row is not None and row.status == "unpacked":
+            archive.discard(taken)
+            return row.id
+        with archive.locked(self.archive_dir):
+            stored = archive.store(taken, self.archive_dir, name.rsplit("/", 1)[-1])
+            xml = ", ".join(members) if members else "no XML file: nothing in it to apply"
+            with transaction(self.conn, durable=True):  # the source may be deleted once this returns
+                if row is None:
+                    row = ledger.claim(self.conn, claim_key=claim_key, source=source, name=name, sha256=taken.sha256,
+                                       size=taken.size)
+                ledger.update(self.conn, row.id, status="unpacked", archive_path=str(stored),
+                              counts={"xml_files": len(members)})
+                journal.write(self.conn, journal.Entry("archive", "ok" if members else "warning",
+                                                       f"zip {name} ({taken.size} bytes) archived as {stored}; "
+                                                       f"XML: {xml}", row.id))
+        log.info("file.unpacked id=%d name=%r members=%d", row.id, name, len(members))
+        return row.id
+
     def _archive_durable(self) -> None:
         """Before a file's outcome is committed (after which its source may be deleted), its archived
         copy must be on disk."""

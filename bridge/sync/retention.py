@@ -100,8 +100,8 @@ def _prune_archive(conn: sqlite3.Connection, archive_dir: Path, before: str, res
     # Under the archive's lock: a file being taken right now may be finding one of these very
     # copies already stored (archive.store) and is about to point its ledger row at it.
     with archive.locked(archive_dir) if not dry_run else nullcontext():
-        rows = conn.execute("SELECT id, archive_path FROM files WHERE status = 'applied' AND archive_path IS NOT NULL"
-                            " AND updated_at < ? ORDER BY id", (before,)).fetchall()
+        rows = conn.execute("SELECT id, archive_path FROM files WHERE status IN ('applied', 'unpacked')"
+                            " AND archive_path IS NOT NULL AND updated_at < ? ORDER BY id", (before,)).fetchall()
         if not rows:
             return
         # As JSON arrays (db.json_array), not one SQL variable each: the first prune of a busy daemon's
@@ -129,7 +129,7 @@ def _prune_state(conn: sqlite3.Connection, before: str, result: Pruned, dry_run:
     outbox_where = "status = 'done' AND done_at < ?"
     # Entries about nothing in particular (a prune, an order) or about a file that is settled.
     journal_where = ("at < ? AND (file_id IS NULL OR file_id IN"
-                     " (SELECT id FROM files WHERE status = 'applied'))")
+                     " (SELECT id FROM files WHERE status IN ('applied', 'unpacked')))")
     if dry_run:
         result.outbox_rows = conn.execute(f"SELECT COUNT(*) FROM outbox WHERE {outbox_where}", (before,)).fetchone()[0]
         result.journal_entries = conn.execute(f"SELECT COUNT(*) FROM journal WHERE {journal_where}",
