@@ -202,3 +202,36 @@ def _journal_messages(folder: Path) -> list[str]:
         return [m for (m,) in conn.execute("SELECT message FROM journal ORDER BY id")]
     finally:
         conn.close()
+
+
+def test_a_file_cut_off_while_1c_pauses_stays_in_its_source_and_is_taken_once_complete(tmp_path: Path) -> None:
+    """1C may pause mid-export for longer than min_age: the half file is refused, but not deleted, since
+    the rest of the export would then go into an unlinked file."""
+    cfg = write_config(tmp_path, min_age=0)
+    whole = next(PACKAGE.glob("import*.xml")).read_bytes()
+    inbox = tmp_path / "in" / "import.xml"
+    with open(inbox, "wb") as writer:  # 1C keeps the file open across its pause, as it does
+        writer.write(whole[: len(whole) // 2])
+        writer.flush()
+        for _ in range(2):  # a restart in between must not delete it either
+            result = run_once(cfg)
+            assert result.returncode == 0, result.stderr
+            assert inbox.exists() and os.stat(inbox).st_nlink == 1
+        assert [status for _, _, status in ledger(tmp_path)] == ["quarantined"]
+        assert any("stays in its source" in m for m in _journal_messages(tmp_path))
+        writer.write(whole[len(whole) // 2:])  # 1C goes on and finishes
+    result = run_once(cfg)
+    assert result.returncode == 0, result.stderr
+    assert [status for _, _, status in ledger(tmp_path)] == ["quarantined", "applied"]
+    assert list((tmp_path / "in").iterdir()) == []
+
+
+def test_a_file_broken_in_its_middle_is_still_removed_from_its_source(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, min_age=0)
+    whole = next(PACKAGE.glob("import*.xml")).read_bytes()
+    middle = len(whole) // 2
+    (tmp_path / "in" / "import.xml").write_bytes(whole[:middle] + b"<<<" + whole[middle:])
+    result = run_once(cfg)
+    assert result.returncode == 0, result.stderr
+    assert [status for _, _, status in ledger(tmp_path)] == ["quarantined"]
+    assert list((tmp_path / "in").iterdir()) == []  # not a pause of its writer: refused for good

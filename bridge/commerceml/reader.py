@@ -38,6 +38,7 @@ _RECORD_ENDS = {"Товар", "Предложение", "Контрагент", 
 _TAGS = [f"{{*}}{name}" for name in sorted({ROOT} | SECTIONS | _CONTAINERS | _RECORD_ENDS)]
 KNOWN_NAMESPACE = "urn:1C.ru:commerceml"
 MAX_STORED_PROBLEMS = 1000
+ENDS_EARLY = "the file ends too early"  # the refusal the daemon leaves in its source (daemon/loop.py)
 _HEAD = 65536
 _REPARSE_LIMIT = 16 << 20  # bytes: a refused file this small is parsed again (about 0.3 s) to name where it broke
 # libxml2 error codes (lxml.etree.ErrorTypes) whose cause is known whatever line they are on.
@@ -114,6 +115,7 @@ class FileReader:
         self._root_closed = False
         self._root: etree._Element | None = None  # the partial tree, for where a syntax error stopped it
         self._entered: set[str] = set()  # top-level sections whose header has been read
+        self.ends_early = False  # refused because it stops before its end (truncated, or still being written)
 
     # -- results -----------------------------------------------------------
     @property
@@ -268,7 +270,8 @@ class FileReader:
         if code in _NOT_MARKUP or "start tag expected" in lowered or "document is empty" in lowered:
             return f"this is not an XML file: {message}"
         if consumed_all and not self._root_closed and code not in _MARKUP_MISTAKES:
-            return f"the file ends too early (truncated, or still being written): {message}"
+            self.ends_early = True
+            return f"{ENDS_EARLY} (truncated, or still being written): {message}"
         return f"the XML is broken: {message}"
 
     def _check_root(self, root: etree._Element) -> None:

@@ -57,6 +57,9 @@ class _SourceState:
     next_scan: float = 0.0
     failures: int = 0
     pending_until: float | None = None
+    # Files refused as cut off and left in the source, by (name, size, mtime): not taken again
+    # while they stay the same; grown, they are a new file.
+    kept: set[tuple[str, int, float]] = field(default_factory=set)
 
 
 @dataclass
@@ -253,8 +256,10 @@ class Daemon:
         for remote in sorted(files, key=lambda f: load_order_key(Path(f.name))):
             if self.shutdown.requested:
                 return
+            if (remote.name, remote.size, remote.mtime) in item.kept:
+                continue
             try:
-                self._take(source, remote, report)
+                self._take(item, remote, report)
             except _NotDisposed as exc:  # taken and settled; only its removal failed: go on with the rest
                 report.errors.append(str(exc))
                 log.error("source.dispose_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
@@ -274,24 +279,34 @@ class Daemon:
                 item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
                 return
 
-    def _take(self, source: Source, remote: RemoteFile, report: CycleReport) -> None:
+    def _take(self, item: _SourceState, remote: RemoteFile, report: CycleReport) -> None:
+        source = item.source
         label = f"{source.name}:{remote.name}"
         self.last_file = label
         self.notifier.status(self._status(f"reading {label}"))
         with source.fetch(remote, self.spool) as local:
-            finished = True
+            finished, cut_off = True, False
             with expand_inputs([local], unpack_in=self.spool) as items:
                 members = [i.name.rsplit("!", 1)[1] for i in items if "!" in i.name]
                 if Path(remote.name).suffix.lower() == ".zip" and len(members) == len(items):  # else: refused whole
                     self.pipeline.take_container(local, label, members, source=source.name)
-                for item in items:
-                    name = f"{label}!{item.name.rsplit('!', 1)[1]}" if "!" in item.name else label
-                    item.name = name
-                    outcome = self.pipeline.ingest_file(item, source=source.name)
+                for entry in items:
+                    name = f"{label}!{entry.name.rsplit('!', 1)[1]}" if "!" in entry.name else label
+                    entry.name = name
+                    outcome = self.pipeline.ingest_file(entry, source=source.name)
                     report.taken += 1
                     report.quarantined += outcome.status == "quarantined"
                     finished = finished and outcome.status in ("committed", "skipped", "quarantined")
+                    cut_off = cut_off or outcome.ends_early
                     log.info("file.%s source=%s name=%s id=%s", outcome.status, source.name, name, outcome.file_id)
+        if cut_off and Path(remote.name).suffix.lower() != ".zip":
+            # It may be 1C pausing mid-export for longer than min_age: deleting it now would send the
+            # rest of the export into an unlinked file. It stays; once it grows it is a new file.
+            item.kept.add((remote.name, remote.size, remote.mtime))
+            self._journal_once(journal.Entry("source", "warning", f"{label} ends too early and stays in its "
+                                             "source in case 1C is still writing it; a longer version is taken "
+                                             "as a new file", entity="source_file", external_id=label))
+            return
         if finished:
             try:
                 source.dispose(remote)

@@ -32,7 +32,7 @@ from typing import Any
 from bridge.commerceml.files import InputFile
 from bridge.commerceml.header import Header
 from bridge.commerceml.problems import ERROR, Problem
-from bridge.commerceml.reader import FileReader
+from bridge.commerceml.reader import ENDS_EARLY, FileReader
 from bridge.commerceml.soundness import SoundnessCheck
 from bridge.crm.base import SET_OFFER
 from bridge.commerceml.records import Counterparty, Document, Offer, Product, Record
@@ -88,6 +88,7 @@ class FileOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     message: str = ""
+    ends_early: bool = False  # quarantined as cut off: its writer (1C) may not have finished it
 
 
 class Pipeline:
@@ -154,7 +155,9 @@ class Pipeline:
             archive.discard(taken)
             message = f"already taken as file #{row.id} ({row.status}); nothing to do"
             journal.write(self.conn, journal.Entry("claim", "skipped", message, row.id))
-            return FileOutcome(row.id, item.name, "skipped", row.plan, row.counts, message=message)
+            # A file refused as cut off is left in its source (daemon/loop.py) and seen again after a restart.
+            cut_off = row.status == "quarantined" and ENDS_EARLY in (row.error or "")
+            return FileOutcome(row.id, item.name, "skipped", row.plan, row.counts, message=message, ends_early=cut_off)
         with transaction(self.conn):
             if row is not None:
                 # Interrupted before: forget what was staged and read the file again.
@@ -262,7 +265,9 @@ class Pipeline:
                 self._writer = None
         released = self._released_so_far
         if reader.has_errors:
-            return self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts, released)
+            outcome = self._quarantine(file_id, name, path, reader.problems, reader.header, reader.counts, released)
+            outcome.ends_early = reader.ends_early
+            return outcome
         if chunk:
             self._stage(file_id, chunk, reader.header, names, plan)
         raw.flush_seen()
