@@ -235,3 +235,12 @@ def test_a_file_broken_in_its_middle_is_still_removed_from_its_source(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert [status for _, _, status in ledger(tmp_path)] == ["quarantined"]
     assert list((tmp_path / "in").iterdir()) == []  # not a pause of its writer: refused for good
+
+
+def test_a_symbolic_link_loop_in_the_folder_is_passed_over(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, min_age=0)
+    names = copy_package(tmp_path / "in")
+    (tmp_path / "in" / "loop.xml").symlink_to("loop.xml")  # stat() fails with ELOOP
+    result = run_once(cfg)
+    assert result.returncode == 0, result.stderr
+    assert sorted(name.split(":", 1)[1] for _, name, _ in ledger(tmp_path)) == sorted(names)

@@ -55,9 +55,16 @@ class FolderSource(Source):
                 continue
             try:
                 info = entry.stat()
+                is_file = entry.is_file()
             except FileNotFoundError:
                 continue  # gone between listing and stat: renamed away by its writer
-            if entry.is_file():
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # a symbolic link to itself: nothing to take, and no reason to stop
+                    log.warning("source.unreadable_entry source=%s name=%r error=%r", self.name, name, exc.strerror)
+                    continue
+                # A share's stale handle (ESTALE) or an I/O error: the listing is not to be trusted now.
+                raise TransientError(f"source {self.name}: cannot read {name} in {self.folder}: {exc.strerror}") from None
+            if is_file:
                 candidates.append((name, info.st_size, info.st_mtime))
         return self.stability.collect(candidates, names, self.settings.done_marker)
 
