@@ -29,10 +29,10 @@ def run_once(cfg: Path, **popen: object) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, env=dict(os.environ), **popen)  # type: ignore[call-overload]
 
 
-def journal_errors(folder: Path) -> list[str]:
+def journal_messages(folder: Path, status: str | None = None) -> list[str]:
     conn = sqlite3.connect(folder / "var" / "bridge.db")
     try:
-        return [m for (m,) in conn.execute("SELECT message FROM journal WHERE status = 'error' ORDER BY id")]
+        return [m for (m, s) in conn.execute("SELECT message, status FROM journal ORDER BY id") if status in (None, s)]
     finally:
         conn.close()
 
@@ -115,7 +115,7 @@ def test_a_file_that_cannot_be_moved_away_is_journaled_once_and_the_rest_still_t
         assert result.returncode == 0, result.stderr
     assert sorted(name.split(":", 1)[1] for _, name, _ in ledger(tmp_path)) == sorted(names)
     assert {status for _, _, status in ledger(tmp_path)} == {"applied"}
-    errors = [m for m in journal_errors(tmp_path) if "could not be removed from its source" in m]
+    errors = [m for m in journal_messages(tmp_path, "error") if "could not be removed from its source" in m]
     assert len(errors) == len(names)  # each file once, however many scans see it again
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == sorted(names)  # nothing deleted unmoved
 
@@ -187,21 +187,13 @@ def test_a_zip_is_archived_whole_with_its_pictures_and_replays_as_its_members(tm
         assert z.read("import_files/ab/picture.jpg") == picture  # kept, not lost with the source
     with zipfile.ZipFile(archived["ut11:pictures.zip"]) as z:
         assert z.namelist() == ["import_files/cd/other.jpg"]
-    assert any("pictures.zip" in m and "no XML file" in m for m in _journal_messages(tmp_path))
+    assert any("pictures.zip" in m and "no XML file" in m for m in journal_messages(tmp_path))
 
     [container_id] = [i for i, name, _ in ledger(tmp_path) if name == "ut11:goods.zip"]
     replay = subprocess.run([sys.executable, "-m", "bridge", "replay", "-c", str(cfg), str(container_id)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert replay.stdout.count(": committed") == len(members)
-
-
-def _journal_messages(folder: Path) -> list[str]:
-    conn = sqlite3.connect(folder / "var" / "bridge.db")
-    try:
-        return [m for (m,) in conn.execute("SELECT message FROM journal ORDER BY id")]
-    finally:
-        conn.close()
 
 
 def test_a_file_cut_off_while_1c_pauses_stays_in_its_source_and_is_taken_once_complete(tmp_path: Path) -> None:
@@ -218,7 +210,7 @@ def test_a_file_cut_off_while_1c_pauses_stays_in_its_source_and_is_taken_once_co
             assert result.returncode == 0, result.stderr
             assert inbox.exists() and os.stat(inbox).st_nlink == 1
         assert [status for _, _, status in ledger(tmp_path)] == ["quarantined"]
-        assert any("stays in its source" in m for m in _journal_messages(tmp_path))
+        assert any("stays in its source" in m for m in journal_messages(tmp_path))
         writer.write(whole[len(whole) // 2:])  # 1C goes on and finishes
     result = run_once(cfg)
     assert result.returncode == 0, result.stderr
