@@ -178,3 +178,31 @@ def test_a_prune_of_more_files_than_sqlite_allows_variables_still_runs(tmp_path:
         conn.close()
     assert pruned.archived_copies == 6 and stored_copies(tmp_path) == []
     assert all(row["pruned_at"] and row["archive_path"] is None for row in files(tmp_path).values())
+
+
+def test_the_prune_is_synced_before_any_archived_copy_is_deleted(tmp_path: Path) -> None:
+    """Under synchronous=NORMAL a power cut could undo the prune's commit after its copies were deleted,
+    leaving ledger rows that point at nothing: the commit must be synced first."""
+    cfg = write_config(tmp_path)
+    assert run_cli("ingest", "-c", cfg, UT11)[0] == 0
+    config = load(cfg)
+    conn = db.connect(config.state_path)
+    events: list[str] = []
+    conn.set_trace_callback(events.append)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        events.append(f"unlink {path}")
+        real_unlink(path, missing_ok=missing_ok)
+
+    try:
+        Path.unlink = unlink  # type: ignore[method-assign]
+        retention.prune(conn, config.archive_path, retention.Cutoffs(later(), None))
+    finally:
+        Path.unlink = real_unlink  # type: ignore[method-assign]
+        conn.close()
+    first_unlink = next(i for i, e in enumerate(events) if e.startswith("unlink ") and "archive" in e)
+    before = [" ".join(e.split()).upper() for e in events[:first_unlink]]
+    update = max(i for i, e in enumerate(before) if e.startswith("UPDATE FILES SET ARCHIVE_PATH = NULL"))
+    levels = [e for e in before[:update] if e.startswith("PRAGMA SYNCHRONOUS")]
+    assert levels and levels[-1].endswith("FULL") and "COMMIT" in before[update:]

@@ -86,10 +86,13 @@ def store(taken: Taken, archive: Path, original_name: str) -> Path:
         return final
     if taken.temp is None:
         raise RuntimeError("nothing to archive")
+    created = not final.parent.exists()
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(taken.temp, 0o440)  # archived means immutable
     os.replace(taken.temp, final)
     _fsync_dir(final.parent)
+    if created:  # a new <ab>/ folder's own name must be on disk too, or the copy is unreachable after a power cut
+        _fsync_dir(archive)
     return final
 
 

@@ -118,7 +118,9 @@ def _prune_archive(conn: sqlite3.Connection, archive_dir: Path, before: str, res
         if dry_run:
             return
         stamp = now()
-        with transaction(conn):
+        # Synced before any copy goes: under synchronous=NORMAL a power cut could undo the commit and
+        # leave rows pointing at copies already deleted.
+        with transaction(conn, durable=True):
             conn.execute("UPDATE files SET archive_path = NULL, pruned_at = ? WHERE id IN (SELECT value FROM json_each(?))",
                          (stamp, ids))
         for path in doomed:  # after the commit: a crash in between leaves a copy behind, never a dangling row
