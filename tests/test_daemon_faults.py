@@ -13,6 +13,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -152,9 +153,15 @@ def test_what_a_killed_daemon_left_in_the_spool_is_swept_at_start(tmp_path: Path
     (spool / ".bridge-zip-abc" / "sub" / "import.xml").write_text("<half/>", encoding="utf-8")
     (spool / ".sftp-x1y2.part.xml").write_bytes(b"half a download")
     (spool / ".sftp-a3b4.part").write_bytes(b"half a download, as named before")
+    incoming = tmp_path / "var" / "archive" / ".incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "take-old").write_bytes(b"half a copy from last week")
+    os.utime(incoming / "take-old", (time.time() - 7 * 86400,) * 2)
+    (incoming / "take-new").write_bytes(b"a copy another process is making now")
     result = run_once(cfg)
     assert result.returncode == 0, result.stderr
     assert list(spool.iterdir()) == []
+    assert [p.name for p in incoming.iterdir()] == ["take-new"]
 
 
 def _archive_paths(folder: Path) -> dict[str, str]:

@@ -30,7 +30,7 @@ from bridge.store import journal, outbox, state
 from bridge.store.db import transaction
 from bridge.sync.deliver import deliver
 from bridge.sync.batch import fewer_collections
-from bridge.sync import retention
+from bridge.sync import archive, retention
 from bridge.sync.pipeline import Pipeline, finish_files
 from bridge.transport.base import RemoteFile, Source, SourceSettings
 
@@ -95,6 +95,8 @@ class Daemon:
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
             self._sweep_spool()
+            if archive.sweep_incoming(self.config.archive_path):
+                log.info("archive.swept folder=%s", self.config.archive_path / ".incoming")
             for settings in self.config.sources:
                 source = make_source(settings, self.config.path.resolve().parent)
                 if not self.once:

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,6 +139,24 @@ class Syncing:
     def join(self) -> None:
         """Wait without raising (leaving after an error of its own)."""
         self._thread.join()
+
+
+def sweep_incoming(archive: Path, *, older_than: float = 86400.0) -> int:
+    """Remove copies a killed process left half-taken in ``.incoming`` (none of them was ever stored).
+    Only old ones: a copy being made right now by another process (a CLI ingest beside the daemon)
+    is younger than a day."""
+    incoming = archive / ".incoming"
+    if not incoming.is_dir():
+        return 0
+    limit, removed = time.time() - older_than, 0
+    for leftover in incoming.glob("take-*"):
+        try:
+            if leftover.stat().st_mtime < limit:
+                leftover.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def discard(taken: Taken) -> None:
