@@ -125,7 +125,7 @@ def test_changes_only_touches_only_what_it_lists_and_full_export_deactivates(tmp
     folder = tmp_path / "1"
     x.write(folder, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(1, 6)]))
     ingest(cfg, folder)
-    assert all(p["active"] for p in products(cfg).values())
+    assert {pid for pid, p in products(cfg).items() if not p["active"]} == set()
 
     changes = tmp_path / "2"
     x.write(changes, "import.xml", x.catalog([x.product("p1", "Товар 1 (новое имя)")], full=False))
@@ -152,7 +152,7 @@ def test_full_export_over_the_interlock_is_refused_unless_forced(cfg: Path, tmp_
     x.write(partial, "import.xml", x.catalog([x.product(f"p{i}", f"Товар {i}") for i in range(3)]))
     output = ingest(cfg, partial, expect=1)
     assert "--force" in output
-    assert all(p["active"] for p in products(cfg).values())
+    assert {pid for pid, p in products(cfg).items() if not p["active"]} == set()
     code, output = run_cli("journal", "-c", cfg, "--json")
     assert any(e["status"] == "refused" for e in json.loads(output))
     ingest(cfg, partial, extra=("--force",))
@@ -166,7 +166,7 @@ def test_full_export_of_one_catalog_leaves_other_catalogs_alone(cfg: Path, tmp_p
     ingest(cfg, a, b)
     x.write(a, "import.xml", x.catalog([x.product("a1", "A1 renamed")], catalog_id="cat-A"))
     ingest(cfg, a)
-    assert all(p["active"] for p in products(cfg).values())
+    assert {pid for pid, p in products(cfg).items() if not p["active"]} == set()
 
 
 def test_counterparty_with_new_id_but_known_inn_kpp_updates_the_company(cfg: Path, tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_product_back_in_a_full_export_is_active_again(tmp_path: Path) -> None:
     # p3's XML is exactly as before; the export itself is a new one (1C stamps ДатаФормирования)
     x.write(tmp_path / "3", "import.xml", x.catalog(goods).replace("2026-11-20T10:00:00", "2026-11-22T10:00:00"))
     ingest(cfg, tmp_path / "3")
-    assert all(p["active"] for p in products(cfg).values())
+    assert {pid for pid, p in products(cfg).items() if not p["active"]} == set()
 
 
 def test_unchanged_reexport_under_new_names_makes_no_calls(cfg: Path, tmp_path: Path) -> None:
@@ -455,3 +455,66 @@ def test_a_state_database_from_before_the_product_only_catalog_index_still_deact
     with sqlite3.connect(tmp_path / "var" / "bridge.db") as conn:
         (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'records_catalog'").fetchone()
         assert "WHERE entity = 'product'" in sql and conn.execute("PRAGMA user_version").fetchone()[0] >= 7
+
+
+def _crm_products(cfg: Path) -> dict[str, dict]:
+    crm = SandboxCrm(cfg.parent / "var" / "crm.db", read_only=True)
+    try:
+        return {p["external_id"]: p for p in crm.state()["products"]}
+    finally:
+        crm.close()
+
+
+_COLOURS = ("<Свойства><Свойство><Ид>prop-color</Ид><Наименование>Цвет</Наименование><ТипЗначений>Справочник"
+            "</ТипЗначений><ВариантыЗначений><Справочник><ИдЗначения>val-red</ИдЗначения><Значение>Красный</Значение>"
+            "</Справочник><Справочник><ИдЗначения>val-black</ИдЗначения><Значение>Черный</Значение></Справочник>"
+            "</ВариантыЗначений></Свойство></Свойства>")
+
+
+def _coloured(pid: str, *values: str) -> str:
+    refs = "".join(f"<Значение>{v}</Значение>" for v in values)
+    return x.product(pid, f"Товар {pid}").replace(
+        "</Товар>", f"<ЗначенияСвойств><ЗначенияСвойства><Ид>prop-color</Ид>{refs}</ЗначенияСвойства>"
+                    "</ЗначенияСвойств></Товар>")
+
+
+def test_property_values_resolve_through_a_list_sent_in_an_earlier_file_and_keep_every_value(
+        cfg: Path, tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    # The classifier (with the property's list) in one file, the goods in the next, as packaged exports do.
+    x.write(package, "import0_1.xml", x.HEAD + f"<Классификатор><Ид>{x.CATALOG}</Ид><Наименование>К</Наименование>"
+            + _COLOURS + "</Классификатор>" + x.TAIL)
+    x.write(package, "import1_1.xml", x.catalog([_coloured("p1", "val-red"), _coloured("p2", "val-red", "val-black")],
+                                                full=False).replace(x.catalog([], full=False).split("<Каталог")[0],
+                                                                    x.HEAD))
+    ingest(cfg, package)
+    stored = _crm_products(cfg)
+    assert stored["p1"]["properties"] == {"Цвет": "Красный"}
+    assert stored["p2"]["properties"] == {"Цвет": "Красный; Черный"}
+
+
+def test_a_variant_offer_carries_its_own_properties(cfg: Path, tmp_path: Path) -> None:
+    x.write(tmp_path / "1", "import.xml", x.catalog([x.product("p1", "Куртка")]).replace(
+        "<Группы>", _COLOURS + "<Группы>"))
+    variant = x.offer("p1#c1", retail="10500", name="Куртка (красная)").replace(
+        "<Цены>", "<ЗначенияСвойств><ЗначенияСвойства><Ид>prop-color</Ид><Значение>val-red</Значение>"
+                  "</ЗначенияСвойства></ЗначенияСвойств><Цены>")
+    x.write(tmp_path / "1", "offers.xml", x.offers([variant]))
+    ingest(cfg, tmp_path / "1")
+    assert _crm_products(cfg)["p1#c1"]["properties"] == {"Цвет": "Красный"}
+
+
+def test_a_full_export_deactivates_a_variant_listed_as_a_good_that_it_no_longer_lists(cfg: Path, tmp_path: Path) -> None:
+    goods = [x.product(f"a{i}", f"Товар {i}") for i in range(1, 11)]
+    variants = [x.product(v, f"Вариант {v}") for v in ("v1#c1", "v1#c2", "v2#c1")]  # 1C 8.x: variants as goods
+    x.write(tmp_path / "1", "import.xml", x.catalog(goods + variants))
+    ingest(cfg, tmp_path / "1")
+    x.write(tmp_path / "2", "import.xml", x.catalog(goods + variants[:1]))
+    ingest(cfg, tmp_path / "2")
+    active = {pid: p["active"] for pid, p in products(cfg).items()}
+    assert active["v1#c1"] and all(active[f"a{i}"] for i in range(1, 11))
+    assert not active["v1#c2"] and not active["v2#c1"]
+    # Listed again (in a new export: an identical file would be skipped as taken): active again.
+    x.write(tmp_path / "3", "import.xml", x.catalog(goods + variants).replace("2026-11-20T10:00:00", "2026-11-21T10:00:00"))
+    ingest(cfg, tmp_path / "3")
+    assert {pid for pid, p in products(cfg).items() if not p["active"]} == set()

@@ -65,7 +65,7 @@ def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_sh
                 "SELECT external_id FROM records WHERE entity IN ('product', 'variant') AND active = 1"
                 " AND external_id LIKE ? ESCAPE '\\'",
                 (external_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%",))]
-        targets = absent + variants
+        targets = list(dict.fromkeys(absent + variants))  # a variant listed as a good may be absent itself
         outbox.add(conn, files[-1], [Intent("product", DEACTIVATE_PRODUCT, ext, {"external_id": ext}) for ext in targets],
                    "pending")
         # Inactive now; the fingerprint is forgotten so the product's return is sent in full.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from bridge.commerceml.records import Counterparty, Document, Offer, Product
+from bridge.commerceml.records import Counterparty, Document, Offer, Product, PropertyValue
 from bridge.config import Mapping
 from bridge.crm.base import SET_PRICES, SET_STOCK, UPSERT_COMPANY, UPSERT_CONTACT, UPSERT_DEAL, UPSERT_PRODUCT
 from bridge.store.outbox import Intent
@@ -51,12 +51,21 @@ def _unit(code: str | None, name: str | None, names: Names) -> dict[str, str | N
     return {"code": code, "name": name}
 
 
-def product(record: Product, names: Names, rules: Mapping) -> Mapped:
-    properties = {}
-    for value in record.properties:
+def _properties(values: list[PropertyValue], names: Names) -> dict[str, str]:
+    """Property name -> value text. A value may be the Ид of an entry in the property's list, and that
+    list may have come in an earlier file of the package (the classifier before the goods), so every
+    value is looked up there; a property with several Значение keeps them all, joined."""
+    properties: dict[str, str] = {}
+    for value in values:
         prop_name = names.name("property", value.property_id) or value.property_id
-        text = names.property_value(value.property_id, value.value) if value.value_id else value.value
-        properties[prop_name] = text
+        text = names.property_value(value.property_id, value.value)
+        earlier = properties.get(prop_name)
+        properties[prop_name] = f"{earlier}; {text}" if earlier and text and text != earlier else (earlier or text)
+    return properties
+
+
+def product(record: Product, names: Names, rules: Mapping) -> Mapped:
+    properties = _properties(record.properties, names)
     payload = {
         "external_id": record.id,
         "parent_external_id": record.product_id if record.characteristic_id else None,
@@ -71,8 +80,9 @@ def product(record: Product, names: Names, rules: Mapping) -> Mapped:
         "manufacturer": record.manufacturer, "active": not record.deleted,
     }
     match = _first_match({"sku": record.sku, "barcode": record.barcode}, rules.match_products)
-    # Only whole products belong to the catalog's full-export bookkeeping; variants come from offers.
-    catalog_id = None if record.characteristic_id else (record.catalog_id or "")
+    # Every good the catalog lists belongs to its full-export bookkeeping, a variant listed as a good
+    # of its own ("p#c", as 1C 8.x catalogs do) too: a full export without it deactivates it.
+    catalog_id = record.catalog_id or ""
     return Mapped(intents=[Intent("product", UPSERT_PRODUCT, record.id, payload, match, rules.owned("product") or None,
                                   catalog_id, not record.deleted)])
 
@@ -98,6 +108,8 @@ def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
                 payload[key] = value
         if record.unit_code or record.unit_name:
             payload["unit"] = _unit(record.unit_code, record.unit_name, names)
+        if record.properties:  # a variant's own properties (size, colour) travel in its offer
+            payload["properties"] = _properties(record.properties, names)
         mapped.intents.append(Intent("variant", UPSERT_PRODUCT, record.id, payload, None,
                                      rules.owned("product") or None, None, not record.deleted))
         # Older configurations list variants as goods of their own ("p#c") and

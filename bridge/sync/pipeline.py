@@ -377,7 +377,7 @@ class Pipeline:
                     raw_digests.append((Intent(f"raw:{kind}", "", record.id, {}), digest))
         seen = []
         if header.is_full_catalog:
-            seen = [r.id for r in records if isinstance(r, Product) and not r.characteristic_id]
+            seen = [r.id for r in records if isinstance(r, Product)]
         operations = _operations([intent for intent, _ in to_stage])
         entries = failures + waiting_entries + stale
         if direct:

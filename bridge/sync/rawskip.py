@@ -89,7 +89,7 @@ class RawSkip:
             self.digests[(kind, record_id)] = digest.hex()
             return False
         self.plan[kind]["unchanged"] += 1
-        if kind == "product" and "#" not in record_id and self.header is not None and self.header.is_full_catalog:
+        if kind == "product" and self.header is not None and self.header.is_full_catalog:
             self._seen.append(record_id)  # a full export lists it: it must not be deactivated
             if len(self._seen) >= SEEN_CHUNK:
                 self.flush_seen()
