@@ -518,3 +518,27 @@ def test_a_full_export_deactivates_a_variant_listed_as_a_good_that_it_no_longer_
     x.write(tmp_path / "3", "import.xml", x.catalog(goods + variants).replace("2026-11-20T10:00:00", "2026-11-21T10:00:00"))
     ingest(cfg, tmp_path / "3")
     assert {pid for pid, p in products(cfg).items() if not p["active"]} == set()
+
+
+def test_a_deletion_mark_on_an_offer_deactivates_its_product_until_1c_clears_it(cfg: Path, tmp_path: Path) -> None:
+    x.write(tmp_path / "1", "import.xml", x.catalog([x.product(p, f"Товар {p}") for p in ("p1", "p2", "p3")]))
+    deleted_by_status = x.offer("p1", retail="100").replace("<Цены>", "<Статус>Удален</Статус><Цены>")
+    deleted_by_mark = x.offer("p2", retail="200").replace("<Цены>", "<ПометкаУдаления>true</ПометкаУдаления><Цены>")
+    x.write(tmp_path / "1", "offers.xml", x.offers([deleted_by_status, deleted_by_mark, x.offer("p3", retail="300")]))
+    ingest(cfg, tmp_path / "1")
+    assert {pid: p["active"] for pid, p in products(cfg).items()} == {"p1": False, "p2": False, "p3": True}
+    assert products(cfg)["p3"]["prices"] == {"Розничная": 300}
+
+    def offer_rows() -> list[str]:
+        with sqlite3.connect(cfg.parent / "var" / "bridge.db") as conn:
+            rows = [r[0] for r in conn.execute("SELECT external_id FROM outbox WHERE entity = 'offer_active' ORDER BY id")]
+        conn.close()
+        return rows
+
+    assert offer_rows() == ["p1", "p2"]  # nothing for the offers without a mark
+    # The next export: 1C cleared p1's mark.
+    x.write(tmp_path / "2", "offers.xml", x.offers([x.offer("p1", retail="100"), deleted_by_mark,
+                                                     x.offer("p3", retail="300")]).replace("2026-11-20", "2026-11-21"))
+    ingest(cfg, tmp_path / "2")
+    assert {pid: p["active"] for pid, p in products(cfg).items()} == {"p1": True, "p2": False, "p3": True}
+    assert offer_rows() == ["p1", "p2", "p1"]

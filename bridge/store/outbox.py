@@ -35,6 +35,9 @@ class Intent:
     catalog_id: str | None = None
     active: bool = True
     payload_json: str | None = field(default=None, repr=False, compare=False)  # serialised once, reused
+    # Sent only when its record has a fingerprint already: it undoes an earlier one (a product an
+    # offer's deletion mark deactivated), and costs nothing for the records it never concerned.
+    only_if_known: bool = field(default=False, compare=False)
 
     def serialized(self) -> str:
         if self.payload_json is None:

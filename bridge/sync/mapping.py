@@ -118,6 +118,10 @@ def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
         mapped.creates_product = record.id
     else:
         mapped.needs.append(f"product:{target}")
+        # 1C also marks a deleted item on its offer (Статус="Удален", ПометкаУдаления: erp-ua-2.07):
+        # the product goes inactive, and comes back when the mark goes (only then: only_if_known).
+        mapped.intents.append(Intent("offer_active", UPSERT_PRODUCT, target, {"external_id": target,
+                                     "active": not record.deleted}, only_if_known=not record.deleted))
     if record.prices:
         prices: dict[str, str | None] = {}
         currencies: dict[str, str | None] = {}

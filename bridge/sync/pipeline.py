@@ -346,7 +346,7 @@ class Pipeline:
             return state.known_products(conn, needs, file_id), _current_fingerprints(conn, intents, file_id)
 
         answer = self._writer.ask(lookups) if self._writer is not None else None
-        fingerprints = {id(intent): fingerprint(intent) for intent in intents}
+        fingerprints = {id(intent): fingerprint(intent) for intent in intents if not intent.only_if_known}
         known, current = answer.result() if answer is not None else lookups(self.conn)
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
@@ -450,7 +450,7 @@ class Pipeline:
     def _changed(self, intents: list[Intent], plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
         """Keep the intents whose fingerprint differs from what records holds (outside a file being read)."""
         current = _current_fingerprints(self.conn, intents, None)
-        return _changed(intents, current, {id(i): fingerprint(i) for i in intents}, plan)
+        return _changed(intents, current, {id(i): fingerprint(i) for i in intents if not i.only_if_known}, plan)
 
     def _commit(self, file_id: int, name: str, reader: FileReader, names: Names,
                 plan: defaultdict[str, dict[str, int]], released: int = 0) -> FileOutcome:
@@ -555,9 +555,11 @@ def _changed(intents: list[Intent], current: dict[str, dict[str, str | None]], f
     ``current`` then holds the new ones, so a record listed twice alike in one chunk is sent once."""
     changed: list[tuple[Intent, str]] = []
     for intent in intents:
-        fp = fingerprints[id(intent)]
         known = current.setdefault(intent.entity, {})
         old = known.get(intent.external_id, _MISSING)
+        if intent.only_if_known and old is _MISSING:
+            continue  # it concerns a record nothing was ever sent about: nothing to undo
+        fp = fingerprints.get(id(intent)) or fingerprint(intent)
         if old == fp:
             plan[intent.entity]["unchanged"] += 1
             continue
