@@ -271,3 +271,20 @@ def test_with_one_file_name_for_every_order_an_order_waits_until_1c_has_taken_th
     assert sorted(imported) == [2490, 2 * 2490]  # each order reached 1C once, none was overwritten unread
     orders = {d["id"]: d["order_external_id"] for d in deals(cfg).values()}
     assert orders[first] and orders[second] and orders[first] != orders[second]
+
+
+def test_tax_rates_written_as_1c_presents_them_read_without_warnings(tmp_path: Path) -> None:
+    """1C writes a line's rate as "18", but also "18%" and "Без НДС" / "Без налога" (no rate)."""
+    lines = "".join(
+        f"<Товар><Ид>{KETTLE}</Ид><Наименование>Чайник</Наименование><Количество>1</Количество><Сумма>100</Сумма>"
+        f"<СтавкиНалогов><СтавкаНалога><Наименование>НДС</Наименование><Ставка>{rate}</Ставка></СтавкаНалога>"
+        "</СтавкиНалогов></Товар>" for rate in ("18%", "Без НДС", "Без налога", "20"))
+    document = (x.HEAD + "<Документ><Ид>O-1</Ид><Номер>1</Номер><Дата>2026-11-27</Дата><ХозОперация>Заказ товара"
+                "</ХозОперация><Роль>Продавец</Роль><Валюта>RUB</Валюта><Курс>1</Курс><Сумма>400</Сумма>"
+                f"<Товары>{lines}</Товары></Документ>" + x.TAIL)
+    path = tmp_path / "orders.xml"
+    path.write_text(document, encoding="utf-8")
+    reader = FileReader(path)
+    [read] = [r for r in reader.records() if isinstance(r, Document)]
+    assert [line.taxes[0][1] for line in read.lines] == [Decimal(18), None, None, Decimal(20)]
+    assert not [p for p in reader.problems if "not a number" in p.message], [p.format() for p in reader.problems]

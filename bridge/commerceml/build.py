@@ -490,7 +490,12 @@ def _doc_taxes(container: etree._Element | None, warn: Warn) -> list[tuple[str, 
         if tag in ("Налог", "СтавкаНалога"):
             parts = fields(c)
             rate = parts.get("Ставка")
-            rate_value = None if rate is None or text(rate) in (None, "Без налога") else number(rate, warn)
+            written = text(rate)
+            # "Без налога", "Без НДС": no rate. "18%": 1C's presentation of a rate, not a broken number.
+            if written is None or written.lower().startswith("без"):
+                rate_value = None
+            else:
+                rate_value = number(rate, warn, written.removesuffix("%").strip())
             result.append((text(parts.get("Наименование")) or "", rate_value, number(parts.get("Сумма"), warn)))
     return result
 
