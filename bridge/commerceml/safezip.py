@@ -25,7 +25,6 @@ from bridge.commerceml.problems import StructuralError
 # bz2, LZMAError). Deflate64 (method 9, Windows Explorer's choice for big archives) and other
 # methods zipfile lacks raise NotImplementedError. Any other OSError is ours (disk full, EFBIG).
 _DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)
-_UNSUPPORTED = NotImplementedError
 DEFAULT_MAX_TOTAL = 8 * 1024**3  # 8 GiB unpacked: above the largest real catalogs
 DEFAULT_MAX_ENTRIES = 100_000
 _CHUNK = 1 << 20
@@ -98,7 +97,7 @@ def extract(archive: Path, target: Path, *, max_total: int = DEFAULT_MAX_TOTAL,
         except FileExistsError as exc:
             _empty(target)
             raise StructuralError(f"the archive holds the same file twice: {exc.filename}") from None
-        except _UNSUPPORTED as exc:
+        except NotImplementedError as exc:
             _empty(target)
             raise StructuralError(f"the archive uses a compression method this bridge cannot unpack ({exc}); "
                                   "ask for a zip made with the ordinary Deflate method") from None

@@ -286,11 +286,12 @@ class Daemon:
         label = f"{source.name}:{remote.name}"
         self.last_file = label
         self.notifier.status(self._status(f"reading {label}"))
+        zipped = Path(remote.name).suffix.lower() == ".zip"
         with source.fetch(remote, self.spool) as local:
             finished, cut_off = True, False
             with expand_inputs([local], unpack_in=self.spool) as items:
                 members = [i.name.rsplit("!", 1)[1] for i in items if "!" in i.name]
-                if Path(remote.name).suffix.lower() == ".zip" and len(members) == len(items):  # else: refused whole
+                if zipped and len(members) == len(items):  # else: refused whole
                     self.pipeline.take_container(local, label, members, source=source.name)
                 for entry in items:
                     name = f"{label}!{entry.name.rsplit('!', 1)[1]}" if "!" in entry.name else label
@@ -301,7 +302,7 @@ class Daemon:
                     finished = finished and outcome.status in ("committed", "skipped", "quarantined")
                     cut_off = cut_off or outcome.ends_early
                     log.info("file.%s source=%s name=%s id=%s", outcome.status, source.name, name, outcome.file_id)
-        if cut_off and Path(remote.name).suffix.lower() != ".zip":
+        if cut_off and not zipped:
             # It may be 1C pausing mid-export for longer than min_age: deleting it now would send the
             # rest of the export into an unlinked file. It stays; once it grows it is a new file.
             item.kept.add((remote.name, remote.size, remote.mtime))

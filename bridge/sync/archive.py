@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.commerceml.problems import Problem
+from bridge.durable import fsync_dir
 
 _CHUNK = 1 << 20
 
@@ -31,14 +32,6 @@ class Taken:
     size: int
     temp: Path | None  # the copy made while hashing, not yet in its final place
     durable: bool = True  # the copy was on disk (fsync) before take returned
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -91,9 +84,9 @@ def store(taken: Taken, archive: Path, original_name: str) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(taken.temp, 0o440)  # archived means immutable
     os.replace(taken.temp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if created:  # a new <ab>/ folder's own name must be on disk too, or the copy is unreachable after a power cut
-        _fsync_dir(archive)
+        fsync_dir(archive)
     return final
 
 

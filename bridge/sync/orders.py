@@ -214,7 +214,7 @@ class OrdersFlow:
             self._waiting(deal, str(exc), row)
             return 0
         model = order_to_json(order)
-        fingerprint = hashlib.sha256(dumps(model).encode()).hexdigest()
+        fingerprint = _order_fingerprint(model)
         if row is not None and row[1] == fingerprint and row[2] in ("queued", "written"):
             return 0
         name = self.file_name.format(id=order.id, number=order.number, deal=deal.crm_id)
@@ -260,6 +260,11 @@ class OrdersFlow:
                               " value = excluded.value", (value,))
 
 
+def _order_fingerprint(model: dict[str, Any]) -> str:
+    """Which version of an order ``model`` (order_to_json) is: what the orders table keeps."""
+    return hashlib.sha256(dumps(model).encode()).hexdigest()
+
+
 def generated_at() -> str:
     return datetime.now(UTC).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -280,7 +285,7 @@ class OrderWriter:
         row = self.conn.execute("SELECT fingerprint FROM orders WHERE deal_id = ?", (payload["deal_id"],)).fetchone()
         if row is None or row[0] is None:
             return False
-        return row[0] != hashlib.sha256(dumps(payload["order"]).encode()).hexdigest()
+        return row[0] != _order_fingerprint(payload["order"])
 
     def _taken_by_another(self, name: str, order_id: str) -> bool:
         """Whether ``name`` is a shared file name whose last order, another one, is still in the target."""

@@ -75,6 +75,11 @@ def fingerprint(intent: Intent) -> str:
     return digest.hexdigest()[:32]  # 128 bits tell payloads apart; the id map stays small
 
 
+def _claim_key(origin: str, sha256: str) -> str:
+    """What a file is claimed under: where it came from and its content, not its name."""
+    return hashlib.sha256(f"{origin}\n{sha256}".encode()).hexdigest()
+
+
 def _plan() -> defaultdict[str, dict[str, int]]:
     return defaultdict(lambda: {"create": 0, "update": 0, "unchanged": 0, "waiting": 0, "failed": 0})
 
@@ -149,7 +154,7 @@ class Pipeline:
         # The claim key is the content and where it came from, not the name: a file renamed
         # (or sent again under another name) is still the same file and is not taken twice.
         origin = f"replay:{replay_of}:{time.time_ns()}" if replay_of is not None else source
-        claim_key = hashlib.sha256(f"{origin}\n{taken.sha256}".encode()).hexdigest()
+        claim_key = _claim_key(origin, taken.sha256)
         row = ledger.by_claim(self.conn, claim_key)
         if row is not None and row.status not in ("claimed", "archived"):
             archive.discard(taken)
@@ -196,7 +201,7 @@ class Pipeline:
         if self.archive_dir is None:
             return None
         taken = archive.take(path, self.archive_dir)
-        claim_key = hashlib.sha256(f"{source}\n{taken.sha256}".encode()).hexdigest()
+        claim_key = _claim_key(source, taken.sha256)
         row = ledger.by_claim(self.conn, claim_key)
         if row is not None and row.status == "unpacked":
             archive.discard(taken)

@@ -19,6 +19,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from bridge.durable import fsync_dir
 from bridge.errors import TransientError
 from bridge.transport.base import TAKEN, RemoteFile, Source, SourceSettings, Stability, ignored
 
@@ -138,9 +139,5 @@ def _move(path: Path, target: Path) -> None:
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the copy's name must be on disk before the original goes
-    finally:
-        os.close(fd)
+    fsync_dir(target.parent)  # the copy's name must be on disk before the original goes
     path.unlink()

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
+from bridge.durable import fsync_dir
 from bridge.errors import TransientError
 
 TEMP_PREFIX = ".bridge-"
@@ -43,11 +44,7 @@ class FolderTarget:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, self.folder / name)
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # the rename itself must survive a power cut
-            finally:
-                os.close(fd)
+            fsync_dir(self.folder)  # the rename itself must survive a power cut
         except OSError as exc:  # a share that went away: try again later
             raise TransientError(f"cannot write {name} to {self.folder}: {exc.strerror or exc}") from None
         return str(self.folder / name)
