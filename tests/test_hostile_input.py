@@ -227,3 +227,17 @@ def test_commerceml_3_offer_changes_read_as_offers(tmp_path: Path) -> None:
     code, [report] = inspect_json(path)
     assert code == 0
     assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == ("rests", 1, True)
+
+
+def test_offer_changes_package_is_changes_only_by_its_name(tmp_path: Path) -> None:
+    # CommerceML 2.10 defines ИзмененияПакетаПредложений without the СодержитТолькоИзменения flag:
+    # what it carries are changes whether or not 1C says so.
+    path = _write(tmp_path, "offers.xml", '<?xml version="1.0" encoding="UTF-8"?>\n'
+                  '<КоммерческаяИнформация xmlns="urn:1C.ru:commerceml_210" ВерсияСхемы="2.10">\n'
+                  "<ИзмененияПакетаПредложений><Ид>c#</Ид><ИдКаталога>c</ИдКаталога>"
+                  "<Предложения><Предложение><Ид>p1</Ид><Цены><Цена><ИдТипаЦены>t</ИдТипаЦены>"
+                  "<ЦенаЗаЕдиницу>5</ЦенаЗаЕдиницу></Цена></Цены></Предложение></Предложения>"
+                  "</ИзмененияПакетаПредложений></КоммерческаяИнформация>\n")
+    code, [report] = inspect_json(path)
+    assert code == 0
+    assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == ("prices", 1, True)

@@ -305,6 +305,8 @@ class FileReader:
         attribute = section.get("СодержитТолькоИзменения")
         if attribute is not None:
             self.header.only_changes[name] = flag(attribute)
+        elif name == "ИзмененияПакетаПредложений":  # CommerceML 2.10/3: changes by its very name
+            self.header.only_changes[name] = True
         self._read_section_ids(section)
 
     def _read_section_ids(self, section: etree._Element) -> None:
@@ -317,7 +319,7 @@ class FileReader:
         if name == "Каталог":
             self.header.catalog_id = self.header.catalog_id or child_text(section, "Ид")
             self.header.classifier_id = self.header.classifier_id or child_text(section, "ИдКлассификатора")
-        elif name == "ПакетПредложений":
+        elif name in ("ПакетПредложений", "ИзмененияПакетаПредложений"):
             self.header.package_id = self.header.package_id or child_text(section, "Ид")
             self.header.package_catalog_id = self.header.package_catalog_id or child_text(section, "ИдКаталога")
         elif name == "Классификатор":
