@@ -542,3 +542,22 @@ def test_a_deletion_mark_on_an_offer_deactivates_its_product_until_1c_clears_it(
     ingest(cfg, tmp_path / "2")
     assert {pid: p["active"] for pid, p in products(cfg).items()} == {"p1": True, "p2": False, "p3": True}
     assert offer_rows() == ["p1", "p2", "p1"]
+
+
+def test_requisites_nested_in_the_legal_entity_block_reach_the_company(cfg: Path, tmp_path: Path) -> None:
+    # CommerceML 2.05+ may put an organisation's requisites in ЮридическоеЛицо, its legal address
+    # and bank accounts included (elements with children of their own).
+    nested = ("<Контрагент><Ид>c-9</Ид><Наименование>Уют</Наименование><ЮридическоеЛицо>"
+              "<ОфициальноеНаименование>ООО \"Уют\"</ОфициальноеНаименование>"
+              "<ЮридическийАдрес><Представление>Казань, ул. Баумана, 1</Представление></ЮридическийАдрес>"
+              "<ИНН>1655000000</ИНН><КПП>165501001</КПП><ОКПО>12345678</ОКПО>"
+              "<РасчетныеСчета><РасчетныйСчет><НомерСчета>40702810000000000001</НомерСчета>"
+              "<Банк><Наименование>Банк</Наименование><БИК>049205603</БИК></Банк></РасчетныйСчет></РасчетныеСчета>"
+              "</ЮридическоеЛицо><Роль>Покупатель</Роль></Контрагент>\n")
+    x.write(tmp_path / "1", "contragents.xml", x.counterparties([nested]))
+    ingest(cfg, tmp_path / "1")
+    company = crm_record(cfg, "companies", "c-9")
+    assert (company["full_name"], company["inn"], company["kpp"], company["okpo"]) == (
+        'ООО "Уют"', "1655000000", "165501001", "12345678")
+    assert company["addresses"] == [{"kind": "ЮридическийАдрес", "text": "Казань, ул. Баумана, 1"}]
+    assert [(a["number"], a["bik"]) for a in company["bank_accounts"]] == [("40702810000000000001", "049205603")]

@@ -424,6 +424,34 @@ def counterparty(element: etree._Element) -> Counterparty | None:
     result = Counterparty(id=cid, name="", line=element.sourceline or 0)
     names: dict[str, str | None] = {}
     seen: set[str] = set()
+    _counterparty_parts(element, result, names, seen)
+    result.last_name, result.first_name, result.middle_name = names.get("Фамилия"), names.get("Имя"), names.get("Отчество")
+    person_name = " ".join(p for p in (result.last_name, result.first_name, result.middle_name) if p)
+    result.full_name = names.get("ОфициальноеНаименование") or names.get("ПолноеНаименование")
+    result.name = names.get("Наименование") or result.full_name or person_name or cid
+    result.inn, result.kpp = names.get("ИНН"), names.get("КПП")
+    result.okpo = names.get("КодПоОКПО") or names.get("ОКПО")
+    result.role = names.get("Роль")
+    result.deleted = flag(names.get("ПометкаУдаления"))
+    if result.last_name or result.first_name:
+        result.person = True
+    elif "АдресРегистрации" in seen and not seen & _ORGANISATION:
+        # The XSD gives a private person АдресРегистрации (РеквизитыФизЛица) and an organisation
+        # ОфициальноеНаименование and ЮридическийАдрес (РеквизитыЮрЛица). 1C-Bitrix writes a buyer
+        # who left every name empty in the person's form (empty ПолноеНаименование and
+        # АдресРегистрации): a person, not an organisation. УТ 11 sends organisations with
+        # АдресРегистрации too, but always with ОфициальноеНаименование, which wins.
+        result.person = True
+    return result
+
+
+def _counterparty_parts(element: etree._Element, result: Counterparty, names: dict[str, str | None],
+                        seen: set[str]) -> None:
+    """Read a Контрагент's requisites into ``result`` and ``names`` (the first value of a name wins).
+
+    CommerceML 2.04 writes them straight under Контрагент; 2.05+ may nest them in ЮридическоеЛицо
+    or ФизическоеЛицо, addresses and bank accounts included, so a nested block is read the same way.
+    """
     for tag, c in kids(element):
         seen.add(tag)
         if tag in ("Наименование", "ОфициальноеНаименование", "ПолноеНаименование", "Фамилия", "Имя", "Отчество",
@@ -452,34 +480,9 @@ def counterparty(element: etree._Element) -> Counterparty | None:
                     inner = nested if nested is not None else rep
                     result.representatives.append((child_text(rep, "Отношение") or "", child_text(inner, "Наименование") or ""))
         elif tag in ("ЮридическоеЛицо", "ФизическоеЛицо"):
-            # CommerceML 2.05+ may nest the requisites of a legal entity or a person.
-            nested = counterparty_details(c)
-            for key, value in nested.items():
-                names.setdefault(key, value)
+            _counterparty_parts(c, result, names, seen)
             if tag == "ФизическоеЛицо":
                 result.person = True
-    result.last_name, result.first_name, result.middle_name = names.get("Фамилия"), names.get("Имя"), names.get("Отчество")
-    person_name = " ".join(p for p in (result.last_name, result.first_name, result.middle_name) if p)
-    result.full_name = names.get("ОфициальноеНаименование") or names.get("ПолноеНаименование")
-    result.name = names.get("Наименование") or result.full_name or person_name or cid
-    result.inn, result.kpp = names.get("ИНН"), names.get("КПП")
-    result.okpo = names.get("КодПоОКПО") or names.get("ОКПО")
-    result.role = names.get("Роль")
-    result.deleted = flag(names.get("ПометкаУдаления"))
-    if result.last_name or result.first_name:
-        result.person = True
-    elif "АдресРегистрации" in seen and not seen & _ORGANISATION:
-        # The XSD gives a private person АдресРегистрации (РеквизитыФизЛица) and an organisation
-        # ОфициальноеНаименование and ЮридическийАдрес (РеквизитыЮрЛица). 1C-Bitrix writes a buyer
-        # who left every name empty in the person's form (empty ПолноеНаименование and
-        # АдресРегистрации): a person, not an organisation. УТ 11 sends organisations with
-        # АдресРегистрации too, but always with ОфициальноеНаименование, which wins.
-        result.person = True
-    return result
-
-
-def counterparty_details(element: etree._Element) -> dict[str, str | None]:
-    return {tag: text(c) for tag, c in kids(element) if len(c) == 0}
 
 
 def _doc_taxes(container: etree._Element | None, warn: Warn) -> list[tuple[str, Decimal | None, Decimal | None]]:
