@@ -561,3 +561,29 @@ def test_requisites_nested_in_the_legal_entity_block_reach_the_company(cfg: Path
         'ООО "Уют"', "1655000000", "165501001", "12345678")
     assert company["addresses"] == [{"kind": "ЮридическийАдрес", "text": "Казань, ул. Баумана, 1"}]
     assert [(a["number"], a["bik"]) for a in company["bank_accounts"]] == [("40702810000000000001", "049205603")]
+
+
+def test_property_listed_again_without_its_values_keeps_them(cfg: Path, tmp_path: Path) -> None:
+    # A changes-only classifier may list a property (renamed here) without ВариантыЗначений; goods
+    # still name its values by Ид, so the values known from the earlier export must stay.
+    def classifier(values: str) -> str:
+        return ("<Классификатор><Ид>cat-0001</Ид><Наименование>Классификатор</Наименование><Свойства><Свойство>"
+                "<Ид>prop-colour</Ид><Наименование>Цвет товара</Наименование><ТипЗначений>Справочник</ТипЗначений>"
+                f"{values}</Свойство></Свойства></Классификатор>\n")
+
+    def good(pid: str) -> str:
+        return x.product(pid, "Кресло").replace("</Товар>", "<ЗначенияСвойств><ЗначенияСвойства><Ид>prop-colour</Ид>"
+                                                "<Значение>val-red</Значение></ЗначенияСвойства></ЗначенияСвойств></Товар>")
+
+    def export(values: str, goods: list[str]) -> str:
+        head, rest = x.catalog(goods, full=False).split("<Классификатор>")
+        return head + classifier(values) + rest.split("</Классификатор>\n", 1)[1]
+
+    variants = ("<ВариантыЗначений><Справочник><ИдЗначения>val-red</ИдЗначения><Значение>Красный</Значение>"
+                "</Справочник></ВариантыЗначений>")
+    x.write(tmp_path / "1", "import.xml", export(variants, [good("p1")]))
+    ingest(cfg, tmp_path / "1")
+    x.write(tmp_path / "2", "import.xml", export("", [good("p2")]))
+    ingest(cfg, tmp_path / "2")
+    assert crm_record(cfg, "products", "p1")["properties"] == {"Цвет товара": "Красный"}
+    assert crm_record(cfg, "products", "p2")["properties"] == {"Цвет товара": "Красный"}

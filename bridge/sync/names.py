@@ -34,8 +34,12 @@ class Names:
         elif isinstance(record, Warehouse):
             entry = ("warehouse", record.id, record.name, {"address": record.address})
         elif isinstance(record, Property):
-            entry = ("property", record.id, record.name, {"values": record.values, "type": record.value_type})
-            self._values[record.id] = record.values
+            # Merged into what is known: a changes-only classifier may list a property (renamed, say)
+            # without its ВариантыЗначений, and goods sent before or after still name those values
+            # by Ид. A value 1C no longer offers costs a line here and is never looked up.
+            values = {**self._known_values(record.id), **record.values}
+            entry = ("property", record.id, record.name, {"values": values, "type": record.value_type})
+            self._values[record.id] = values
         elif isinstance(record, Group):
             entry = ("group", record.id, record.name, {"parent": record.parent_id})
         elif isinstance(record, Unit):
@@ -75,10 +79,13 @@ class Names:
 
     def property_value(self, property_id: str, raw: str) -> str:
         """Resolve a Справочник value id declared in another file."""
+        return self._known_values(property_id).get(raw, raw)
+
+    def _known_values(self, property_id: str) -> dict[str, str]:
         if property_id not in self._values:
             data = state.dictionary_data(self.conn, "property", property_id) or {}
             self._values[property_id] = data.get("values") or {}
-        return self._values[property_id].get(raw, raw)
+        return self._values[property_id]
 
     def flush(self) -> list[DictionaryEntry]:
         entries = list(self.pending.values())
