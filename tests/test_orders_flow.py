@@ -161,6 +161,35 @@ def test_statuses_from_1c_move_the_deal_and_an_older_document_does_not(cfg: Path
     assert len(outgoing(cfg)) == 1  # the deal moved, its order did not change: no new file
 
 
+
+def test_generation_stamps_with_offsets_are_compared_in_one_clock(cfg: Path) -> None:
+    # МойСклад writes ДатаФормирования with +03:00, others with Z: 10:00Z is an hour after 12:00+03:00,
+    # so the shipment it reports is the newer state, not a stale one.
+    deal_id = add_deal(cfg, {"title": "Куртки", "stage": "agreed", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": JACKET_48, "quantity": 1, "price": 4290}]})
+    run_once(cfg)
+    order_id = deals(cfg)[deal_id]["order_external_id"]
+    paid = {"Проведен": "true", "Номер оплаты по 1С": "ТД00-000101", "Дата оплаты по 1С": "2026-11-27T12:00:00"}
+    x.write(cfg.parent / "in", "documents_1.xml", status_document(order_id, "2026-11-27T12:00:00+03:00", paid))
+    run_once(cfg)
+    assert deals(cfg)[deal_id]["stage"] == "paid"
+    shipped = {**paid, "Номер отгрузки по 1С": "ТД00-000202", "Дата отгрузки по 1С": "2026-11-27T10:00:00"}
+    x.write(cfg.parent / "in", "documents_2.xml", status_document(order_id, "2026-11-27T10:00:00Z", shipped))
+    run_once(cfg)
+    assert deals(cfg)[deal_id]["stage"] == "shipped"
+    older = {"Проведен": "true", "Отменен": "true"}  # 08:30Z is before 12:00+03:00 (09:00Z): stale
+    x.write(cfg.parent / "in", "documents_3.xml", status_document(order_id, "2026-11-27T08:30:00Z", older))
+    run_once(cfg)
+    assert deals(cfg)[deal_id]["stage"] == "shipped"
+
+def test_a_deal_made_from_a_1c_order_is_not_sent_back_to_1c_as_a_new_order(cfg: Path) -> None:
+    [deal_id] = [i for i, d in deals(cfg).items() if d["order_external_id"] == "10457"]  # made by 1C's document
+    assert bridge("sandbox", "-c", str(cfg), "deal", "stage", deal_id, "agreed").returncode == 0
+    run_once(cfg)
+    assert outgoing(cfg) == []  # 1C has this order: a second one would duplicate it
+    assert deals(cfg)[deal_id]["order_external_id"] == "10457"  # still found by what 1C sends about it
+
+
 def test_a_deal_that_cannot_become_an_order_waits_for_its_data(cfg: Path) -> None:
     crm = SandboxCrm(cfg.parent / "var" / "crm.db")
     try:  # a product someone made in the CRM by hand: 1C has never sent it

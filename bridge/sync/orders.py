@@ -207,6 +207,10 @@ class OrdersFlow:
                                 (deal.crm_id,)).fetchone()
         if row is None and deal.stage not in self.settings.trigger_stages:
             return 0
+        if row is None and deal.external_id and deal.external_id != order_id(self.settings.crm_kind, deal.crm_id):
+            # A deal made from a 1C document is 1C's own order already: sending it back would give 1C a
+            # second order, and link_deal would take the deal away from the document's Ид.
+            return 0
         issued_at = row[4] if row else now()  # the order's date: when the deal first reached the stage
         try:
             order = build_order(deal, self.conn, self.settings, issued_at)

@@ -607,6 +607,11 @@ def _moment(value: str | None) -> str | None:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
         return None
+    if parsed.tzinfo is not None:
+        # Stamps with an offset (МойСклад writes +03:00, others Z) are compared in one clock: the local
+        # one, which is what 1C's stamps without an offset are in. Dropping the offset would order a
+        # 12:00+03:00 file after a 10:00Z one, three hours later, and skip the newer as stale.
+        parsed = parsed.astimezone()
     return parsed.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
