@@ -587,4 +587,3 @@ def test_property_listed_again_without_its_values_keeps_them(cfg: Path, tmp_path
     ingest(cfg, tmp_path / "2")
     assert crm_record(cfg, "products", "p1")["properties"] == {"Цвет товара": "Красный"}
     assert crm_record(cfg, "products", "p2")["properties"] == {"Цвет товара": "Красный"}
-
