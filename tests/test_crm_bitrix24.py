@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bitrix24_emulator import Emulator
@@ -21,7 +22,7 @@ from bridge.crm.bitrix24.settings import Settings
 from bridge.crm.registry import ADAPTERS, adapter_class
 from bridge.errors import PermanentError, TransientError, UserError
 from conftest import SAMPLES, run_cli
-from crm_contract import CrmContract, assert_ok, company, contact, deal, prices, product, stock
+from crm_contract import INN, KPP, CrmContract, assert_ok, company, contact, deal, prices, product, stock
 
 FAST = {"rate_limit": 1000.0, "burst": 1000}  # tests that are not about the limits do not wait for them
 STAGES = {"new": "NEW", "paid": "WON"}
@@ -444,3 +445,106 @@ def test_operations_on_one_record_keep_their_order(emulator: Emulator) -> None:
         assert_ok(adapter.apply(ops))
     [p1] = snapshot_of(emulator)["products"]
     assert (p1["name"], p1["active"], p1["prices"]) == ("Третье", False, {"Retail": 2})
+
+
+def test_an_apply_cut_short_by_a_refusal_leaves_no_half_made_record_behind(emulator: Emulator) -> None:
+    """A PermanentError mid-apply (the webhook refused for a moment): the next apply must not use what was
+    registered for commands never answered (an id that is a reference into a request that never ran)."""
+    inner = httpx.HTTPTransport()
+    refuse_at: list[int] = []
+    count = [0]
+
+    class Refusing(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            count[0] += 1
+            if count[0] in refuse_at:
+                return httpx.Response(401, json={"error": "NO_AUTH_FOUND", "error_description": "Wrong"})
+            return inner.handle_request(request)
+
+        def close(self) -> None:
+            inner.close()
+
+    settings = Settings.from_table({"kind": "bitrix24", "backoff": 0.01, **FAST},
+                                   environ={"BITRIX24_WEBHOOK_URL": emulator.url})
+    with Bitrix24Crm(settings, transport=Refusing()) as adapter:
+        assert_ok(adapter.apply([product("p0")]))
+        refuse_at.append(count[0] + 2)  # the lookup goes through, the request with the add is refused
+        with pytest.raises(PermanentError):
+            adapter.apply([product("p1")])
+        results = adapter.apply([product("p0", "p0 renamed"), product("p1", "p1 renamed")])
+    assert_ok(results)
+    assert results[1].created and results[1].crm_id and results[1].crm_id.isdigit()
+    names = {p["xmlId"]: p["name"] for p in emulator.products.values()}
+    assert names == {"p0": "p0 renamed", "p1": "p1 renamed"}
+
+
+def test_two_operations_matching_one_hand_made_record_in_one_apply_do_not_both_take_it(emulator: Emulator) -> None:
+    """As if applied one after the other: the first takes the record made by hand, the second joins the
+    company (a requisite of its own) or makes its own product; nobody's external id is taken away."""
+    company_id = emulator.hand_made_company("Ромашка", INN, KPP)
+    product_id = emulator.hand_made_product("Чайник (вручную)", sku="A-1")
+    first, second = product("p1", "Чайник 1", sku="A-1"), product("p2", "Чайник 2", sku="A-1")
+    first.match = second.match = {"sku": "A-1"}
+    with make(emulator) as adapter:
+        results = adapter.apply([company("c1", match={"inn": INN, "kpp": KPP}),
+                                 company("c2", match={"inn": INN, "kpp": KPP}),
+                                 first, second, prices("p1", Retail=111)])
+    assert_ok(results)
+    assert [r.crm_id for r in results[:3]] == [str(company_id), str(company_id), str(product_id)]
+    assert results[3].created and results[3].crm_id != str(product_id)
+    assert sorted(r["XML_ID"] for r in emulator.requisites.values()) == ["c1", "c2"]
+    by_xml = {p["xmlId"]: p for p in emulator.products.values()}
+    assert by_xml["p1"]["id"] == product_id and by_xml["p1"]["name"] == "Чайник 1"
+    assert [r["productId"] for r in emulator.prices.values()] == [product_id]
+    with make(emulator) as fresh:  # each 1C id keeps finding its own record
+        again = fresh.apply([company("c1"), company("c2"), product("p1", "Чайник 1"), product("p2", "Чайник 2")])
+    assert_ok(again)
+    assert not any(r.created for r in again)
+    assert len(emulator.items[4]) == 1 and len(emulator.products) == 2
+
+
+def test_a_company_cut_off_before_its_requisite_is_completed_not_duplicated(emulator: Emulator) -> None:
+    """crm.item.add and crm.requisite.add may travel in two requests; when the second one times out, the
+    retry must find the company by its originId and give it its requisite, not make a second one."""
+    inner = httpx.HTTPTransport()
+    sent: list[list[str]] = []
+    cut = [False]
+
+    class CutOff(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            methods = [c.split("?")[0] for c in json.loads(request.read()).get("cmd", {}).values()]
+            sent.append(methods)
+            if methods == ["crm.requisite.add"] and not cut[0]:
+                cut[0] = True
+                raise httpx.ReadTimeout("timed out", request=request)
+            return inner.handle_request(request)
+
+        def close(self) -> None:
+            inner.close()
+
+    ops = [product(f"p{i:02}") for i in range(49)] + [company("c1")]  # the company's item.add is command 50
+    settings = Settings.from_table({"kind": "bitrix24", "backoff": 0.01, **FAST},
+                                   environ={"BITRIX24_WEBHOOK_URL": emulator.url})
+    with Bitrix24Crm(settings, transport=CutOff()) as adapter:
+        with pytest.raises(TransientError):
+            adapter.apply(ops)
+        assert cut[0]
+        results = adapter.apply(ops)  # the outbox sends the batch again
+    assert_ok(results)
+    [only] = snapshot_of(emulator)["companies"]
+    assert (only["external_id"], only["inn"], only["kpp"]) == ("c1", INN, KPP)
+    assert results[-1].crm_id == only["id"]
+    assert [r["XML_ID"] for r in emulator.requisites.values()] == ["c1"]
+
+
+def test_a_retried_operation_is_not_overtaken_by_a_later_one_on_the_same_record(emulator: Emulator) -> None:
+    """Someone deleted the product: the first update fails 'not found' (retryable). The second must not be
+    applied before it, or the retry writes the older name over the newer one."""
+    with make(emulator) as adapter:
+        assert_ok(adapter.apply([product("p1", "Old")]))
+        with emulator.lock:
+            emulator.products.clear()
+        first = adapter.apply([product("p1", "A"), product("p1", "B")])
+        assert [(r.ok, r.retryable) for r in first] == [(False, True), (False, True)]
+        assert_ok(adapter.apply([product("p1", "A"), product("p1", "B")]))  # the outbox retries both, in order
+    assert [(p["xmlId"], p["name"]) for p in emulator.products.values()] == [("p1", "B")]

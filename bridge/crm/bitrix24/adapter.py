@@ -19,7 +19,6 @@ from bridge.crm.bitrix24.plan import Cmd, Handler, Line, Runner, wire
 from bridge.crm.bitrix24.portal import RELOAD_AFTER, Portal
 from bridge.crm.bitrix24.settings import Settings
 from bridge.crm.bitrix24.values import Refused
-from bridge.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,9 @@ class Bitrix24Crm(CrmAdapter):
                         pause=self._sleep, backoff=self.settings.backoff, max_wait=self.settings.max_wait)
         try:
             return runner.run()
-        except TransientError:
-            # Some requests may have been carried out: what this adapter believed is not safe any more.
+        except BaseException:
+            # Some requests may have been carried out, and records this apply registered may hold ids of
+            # commands never answered: what this adapter believed is not safe any more, whatever the error.
             self.cache.clear()
             raise
         finally:

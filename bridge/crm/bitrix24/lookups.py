@@ -216,7 +216,12 @@ class Lookups:
             field_name = "XML_ID" if kind == "company" else "RQ_INN"
             params = {"select": ["ID", "ENTITY_ID", "XML_ID", "RQ_INN", "RQ_KPP"], "order": {"ID": "ASC"},
                       "filter": {"ENTITY_TYPE_ID": 4, field_name: keys}}
-            return [_Listing(kind, keys, params, "crm.requisite.list")]
+            listings = [_Listing(kind, keys, params, "crm.requisite.list")]
+            if kind == "company":  # a company whose requisite was never made (cut off between the two writes)
+                items = {"entityTypeId": 4, "select": ["id", "originId"], "order": {"id": "ASC"},
+                         "filter": {"=originatorId": settings.originator, "@originId": keys}}
+                listings.append(_Listing(kind, keys, items, "crm.item.list"))
+            return listings
         if kind in ("contact", "deal"):
             select = ["id", "originId", "fm"] if kind == "contact" else ["id", "originId"]
             params: dict[str, Any] = {"entityTypeId": 3 if kind == "contact" else 2, "select": select,
@@ -287,8 +292,11 @@ class Lookups:
             mine = [row for row in rows if str(row.get("xmlId") or "") == key]
             self._store(kind, key, int(mine[0]["id"]) if mine else None)
         elif kind == "company":
-            mine = [row for row in rows if str(row.get("XML_ID") or "") == key]
-            self._store(kind, key, CompanyState(int(mine[0]["ENTITY_ID"]), int(mine[0]["ID"]), now) if mine else None)
+            mine = [row for row in rows if "ENTITY_ID" in row and str(row.get("XML_ID") or "") == key]
+            orphans = [row for row in rows if "ENTITY_ID" not in row and str(row.get("originId") or "") == key]
+            state = CompanyState(int(mine[0]["ENTITY_ID"]), int(mine[0]["ID"]), now) if mine else \
+                CompanyState(int(orphans[0]["id"]), None, now) if orphans else None
+            self._store(kind, key, state)
         elif kind == "inn":
             self._found[(kind, key)] = [row for row in rows if str(row.get("RQ_INN") or "") == key]
         elif kind in ("contact", "deal"):

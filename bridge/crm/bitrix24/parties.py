@@ -82,6 +82,8 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
                 state = CompanyState(company_id, add.ref(), ctx.clock())
                 cmds.append(add)
             else:  # made by hand: it becomes ours
+                for taken in (r for r in values[1] if r.get("ID") == row["ID"]):
+                    taken["XML_ID"] = ext  # a later operation of this apply with this ИНН joins it, not takes it
                 item_fields.update(originatorId=ctx.settings.originator, originId=ext)
                 cmds.append(Cmd("crm.requisite.update", {"id": row["ID"], "fields": {"XML_ID": ext, **requisite}}))
                 state = CompanyState(company_id, row["ID"], ctx.clock())
@@ -114,13 +116,21 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
     if item_fields:
         cmds.insert(0, Cmd("crm.item.update", {"entityTypeId": COMPANY, "id": state.company_id,
                                                "fields": item_fields}))
-    if requisite and state.requisite_id is not None:
+    add_requisite = None
+    if state.requisite_id is None:  # our company, but its requisite (which carries the 1C Ид) was never made
+        add_requisite = Cmd("crm.requisite.add", {"fields": {
+            "ENTITY_TYPE_ID": COMPANY, "ENTITY_ID": state.company_id, "PRESET_ID": _preset(ctx, inn),
+            "NAME": title or ext, "XML_ID": ext, **requisite}})
+        cmds.append(add_requisite)
+    elif requisite:
         cmds.append(Cmd("crm.requisite.update", {"id": state.requisite_id, "fields": requisite}))
     yield Send(cmds)
     for cmd in cmds:
         if not cmd.ok:
             ctx.lookups.cache.drop("company", ext, state)
             raise refused_by_portal(cmd, cmd.method)
+    if add_requisite is not None:
+        state.requisite_id = concrete(add_requisite.ref())
     return ok(concrete(state.company_id), created=False)
 
 

@@ -254,6 +254,12 @@ class Runner:
             raise TypeError(f"operation {index} ended without a Result")
         self._results[index] = result
         for later in self._unblocks.get(index, ()):
+            if not result.ok and result.retryable:
+                # Tried again later, so the later operations on the record wait for it: applied now, they
+                # would be overwritten by it (an older state) when it is.
+                self._finish(later, Result(ok=False, retryable=True, error="waits for an earlier operation on "
+                                           f"the same record, to be retried first ({result.error})"))
+                continue
             self._blocked[later].discard(index)
             if not self._blocked[later]:
                 heapq.heappush(self._ready, (later, None))

@@ -108,6 +108,10 @@ def upsert_product(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
                           f"(ids {', '.join(str(r['id']) for r in hand_made)})")
         if hand_made:
             adopted = product_state(hand_made[0], offer=False, fetched=ctx.clock())
+            # A later operation of this apply matching the same product must see it taken, not adopt it too
+            # (and take the xmlId away from this one).
+            for row in (r for candidates in candidate_lists for r in candidates if int(r["id"]) == adopted.id):
+                row["xmlId"] = ext
     cmds: list[Cmd] = []
     if group and section is None:  # the first product of a new group creates its section
         add_section = Cmd("catalog.section.add", {"fields": {"iblockId": ctx.portal.iblock, "name": group["name"],
