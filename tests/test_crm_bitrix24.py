@@ -366,6 +366,17 @@ def test_the_webhook_secret_never_reaches_logs_or_exceptions(caplog: pytest.LogC
     assert SECRET not in caplog.text
 
 
+def test_closing_one_adapter_keeps_the_secret_of_another_on_the_same_webhook_hidden(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with Emulator(rate=1000, burst=1000, secret=SECRET) as portal:
+        with make_from_url(portal.url) as adapter:
+            make_from_url(portal.url).close()
+            assert_ok(adapter.apply([product("p1")]))
+    assert "HTTP Request" in caplog.text
+    assert SECRET not in caplog.text
+
+
 def make_from_url(url: str, **table: Any) -> Bitrix24Crm:
     return Bitrix24Crm(Settings.from_table({"kind": "bitrix24", **FAST, "timeout": 2, **table},
                                            environ={"BITRIX24_WEBHOOK_URL": url}))

@@ -154,9 +154,9 @@ class Client:
             _RedactHttpLogs.secrets.add(self.webhook.secret)
 
     def close(self) -> None:
+        # The secret stays in the redaction set: another client of this process may use the same
+        # webhook, and a secret once known costs nothing to keep hiding.
         self._http.close()
-        with _RedactHttpLogs._lock:
-            _RedactHttpLogs.secrets.discard(self.webhook.secret)
 
     def batch(self, commands: Iterable[tuple[str, str, dict[str, Any]]]) -> BatchAnswer:
         """Run ``(key, method, params)`` commands in one request (halt=0: each stands alone)."""
