@@ -148,6 +148,8 @@ def load(path: Path) -> Config:
     if kind not in ADAPTERS:
         check.problems.append(f"crm.kind: unknown CRM '{kind}' (known: {', '.join(sorted(ADAPTERS))})")
     crm_path = check.path(crm, "crm", "path", "var/crm.db") if kind == "sandbox" else None
+    if kind == "sandbox":  # other kinds check their own keys (e.g. bridge.crm.bitrix24.settings)
+        check.unknown(crm, "crm", {"kind", "path"})
 
     mapping_table = check.table(data, "mapping")
     check.unknown(mapping_table, "mapping", {"match_products", "match_counterparties", "crm_owned_fields",

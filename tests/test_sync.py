@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -587,3 +588,81 @@ def test_property_listed_again_without_its_values_keeps_them(cfg: Path, tmp_path
     ingest(cfg, tmp_path / "2")
     assert crm_record(cfg, "products", "p1")["properties"] == {"Цвет товара": "Красный"}
     assert crm_record(cfg, "products", "p2")["properties"] == {"Цвет товара": "Красный"}
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "future"])
+def test_unusable_state_database_is_one_clear_line_for_every_command(cfg: Path, tmp_path: Path, damage: str) -> None:
+    db = tmp_path / "var" / "bridge.db"
+    db.parent.mkdir(parents=True)
+    if damage == "corrupt":
+        db.write_bytes(os.urandom(64 * 1024))
+    else:
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA user_version = 99")
+        conn.close()
+    expected = "not a database" if damage == "corrupt" else "newer than this bridge"
+    for args in (["status"], ["journal"], ["archive", "list"], ["replay", "1"], ["replay", "--dry-run", "1"],
+                 ["ingest", "--dry-run", str(SAMPLES / "exchange" / "ut11")]):
+        code, output = run_cli(*args[:1], "-c", cfg, *args[1:])  # run_cli lets a traceback fail the test
+        assert code == 2 and expected in output, (args, output)
+
+
+def test_dry_run_on_a_state_with_history_leaves_the_state_folder_as_it_was(cfg: Path, tmp_path: Path) -> None:
+    ingest(cfg, SAMPLES / "exchange" / "ut11")
+    var = tmp_path / "var"
+
+    def listing() -> dict[str, bytes]:
+        return {str(p.relative_to(var)): (p.read_bytes() if p.is_file() else b"") for p in sorted(var.rglob("*"))}
+
+    before = listing()
+    assert not any(name.endswith(("-wal", "-shm")) for name in before)
+    ingest(cfg, SAMPLES / "exchange" / "legacy-cp1251", extra=("--dry-run",))
+    code, output = run_cli("replay", "-c", cfg, "--dry-run", "1")
+    assert code == 0, output
+    assert listing() == before  # not even a -wal or -shm beside the state database
+
+
+def test_replay_of_a_quarantined_zip_checks_it_as_a_zip_again(cfg: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../evil.xml", "<x/>")
+    first = ingest(cfg, evil, expect=1)
+    assert "climbs out of its folder" in first
+    code, output = run_cli("archive", "-c", cfg, "list", "--json")
+    [row] = json.loads(output)
+    code, output = run_cli("replay", "-c", cfg, str(row["id"]))
+    assert code == 1 and "quarantined" in output
+    assert "climbs out of its folder" in output and "not an XML file" not in output, output
+
+
+def test_unknown_sandbox_crm_keys_are_reported_with_the_rest(tmp_path: Path) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[crm]\nkind = "sandbox"\npth = "var/other-crm.db"\n[mapping]\nmax_deactivate_share = -1\n',
+                   encoding="utf-8")
+    code, output = run_cli("status", "-c", cfg)
+    assert code == 2 and "crm.pth: unknown key" in output and "mapping.max_deactivate_share" in output, output
+
+
+def test_dry_run_plan_counts_deactivated_variants_as_variants(cfg: Path, tmp_path: Path) -> None:
+    ingest(cfg, SAMPLES / "exchange" / "ut11")
+    [source] = (SAMPLES / "exchange" / "ut11").glob("import___*.xml")
+    goods = iter(range(100))
+    text = re.sub(r"(?s)<Товар>.*?</Товар>", lambda m: m.group(0) if next(goods) < 2 else "",
+                  source.read_text(encoding="utf-8"))
+    x.write(tmp_path / "small", "import.xml", text)  # a full export that lists the first two goods only
+    output = ingest(cfg, tmp_path / "small", extra=("--dry-run", "--force"))
+    rows = {line.split()[0]: line.split()[1:] for line in output.splitlines() if line.startswith("  ") and
+            len(line.split()) == 6}
+    # 8 of the 10 active products go, and with them the 6 variants of the two goods that have some
+    assert rows["product"][-1] == "8" and rows["variant"][-1] == "6", output
+
+
+def test_a_file_taken_before_prints_no_plan_when_skipped(cfg: Path) -> None:
+    ingest(cfg, SAMPLES / "exchange" / "ut11")
+    calls = dump(cfg)["calls"]
+    for extra in ((), ("--dry-run",)):
+        again = ingest(cfg, SAMPLES / "exchange" / "ut11", extra=extra)
+        assert "skipped" in again and not re.search(r"create \d", again), again  # this run created nothing
+    assert dump(cfg)["calls"] == calls

@@ -40,6 +40,24 @@ def load_config(path: Path) -> Config:
     return config_module.load(path)
 
 
+def _snapshot_source(path: Path) -> sqlite3.Connection:
+    """The state database opened to be copied, leaving its folder as it was.
+
+    A read-only (mode=ro) connection to a WAL database creates its -wal and -shm files and, unable
+    to checkpoint, leaves them behind when it closes. A writable connection that only reads
+    removes them again on close when it was the last one (another process using the database
+    keeps them, as it must); only a folder we may not write falls back to mode=ro.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA user_version").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
 @contextmanager
 def state_connection(config: Config, *, dry_run: bool = False, read_only: bool = False) -> Iterator[sqlite3.Connection]:
     """The state database; for a dry run, a throwaway copy so nothing real changes."""
@@ -47,15 +65,18 @@ def state_connection(config: Config, *, dry_run: bool = False, read_only: bool =
         folder = Path(tempfile.mkdtemp(prefix="bridge-dry-run-"))
         copy = folder / "state.db"
         try:
-            if config.state_path.exists():
-                source = sqlite3.connect(f"file:{config.state_path}?mode=ro", uri=True)
-                target = sqlite3.connect(copy)
-                try:
-                    source.backup(target)
-                finally:
-                    source.close()
-                    target.close()
-            conn = db.connect(copy)
+            try:
+                if config.state_path.exists():
+                    source = _snapshot_source(config.state_path)
+                    target = sqlite3.connect(copy)
+                    try:
+                        source.backup(target)
+                    finally:
+                        source.close()
+                        target.close()
+                conn = db.connect(copy)
+            except sqlite3.Error as exc:
+                raise UserError(f"cannot read the state database {config.state_path}: {exc}") from None
             try:
                 yield conn
             finally:

@@ -26,7 +26,8 @@ from bridge.sync import retention
 
 
 def _print_outcome(outcome: FileOutcome) -> None:
-    plan = outcome.plan or {}
+    # A skipped file did nothing now: the plan it carries is the one of the run that took it.
+    plan = (outcome.plan or {}) if outcome.status != "skipped" else {}
     parts = []
     for entity, numbers in sorted(plan.items()):
         figures = ", ".join(f"{k} {v}" for k, v in numbers.items() if v)
@@ -48,7 +49,9 @@ def _print_plan(outcomes: list[FileOutcome], decisions: list[Any]) -> None:
                 for key, value in numbers.items():
                     totals[entity][key] += value
     for decision in decisions:
-        totals["product"]["deactivate"] += decision.absent if decision.applied else 0
+        if decision.applied:
+            totals["product"]["deactivate"] += decision.absent - decision.variants
+            totals["variant"]["deactivate"] += decision.variants
     click.echo("Plan (dry run: nothing was changed, the state database included):")
     header = f"  {'entity':<10} {'create':>8} {'update':>8} {'unchanged':>10} {'waiting':>8} {'deactivate':>10}"
     click.echo(header)
@@ -136,9 +139,12 @@ def replay_command(config_path: Path, dry_run: bool, force: bool, ids: tuple[int
                                     "([archive] keep_days); it cannot be replayed")
                 if not row.archive_path or not Path(row.archive_path).exists():
                     raise UserError(f"file #{file_id} has no archived copy at {row.archive_path}")
-                if row.status == "unpacked":  # a zip a source sent: its XML members are replayed
+                # A zip (one a source sent, or one refused whole): its XML members are replayed, and a
+                # zip refused before is checked again as a zip, not read as if it were XML.
+                if row.status == "unpacked" or Path(row.archive_path).suffix.lower() == ".zip":
                     for member in unpacked.enter_context(expand_inputs([Path(row.archive_path)])):
-                        member.name = f"{row.name}!{member.name.rsplit('!', 1)[-1]}"
+                        member.name = (row.name if member.error is not None
+                                       else f"{row.name}!{member.name.rsplit('!', 1)[-1]}")
                         items.append(member)
                         replay_of[member.name] = file_id
                     continue

@@ -14,10 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bridge.errors import UserError
 from bridge.private_files import create_owner_only
 from bridge.store.jsontext import compact
 
 CACHE_KIB = 32 * 1024
+
+
+class NewerSchemaError(UserError):
+    """The state database was written by a newer bridge: this one must not read or migrate it."""
 
 # Each entry migrates from version i to i+1. Never edit a released entry; append.
 MIGRATIONS: list[str] = [
@@ -184,7 +189,15 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
             _migrate(conn)
             return conn
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-        conn.execute("PRAGMA query_only = ON")
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            # Read the header now (a file that is not a database, or a WAL database whose folder
+            # is read-only, fails here rather than in the middle of a command), and refuse a
+            # schema this bridge does not know.
+            _check_version(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
     path.parent.mkdir(parents=True, exist_ok=True)
     # Owner-only: the id map and the journal name customers (private_files.py says why an
@@ -243,11 +256,16 @@ def _create_staging(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _check_version(conn: sqlite3.Connection) -> int:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise RuntimeError(f"the state database has schema version {version}, newer than this bridge "
-                           f"({len(MIGRATIONS)}); upgrade the bridge")
+        raise NewerSchemaError(f"the state database has schema version {version}, newer than this bridge "
+                               f"({len(MIGRATIONS)}); upgrade the bridge")
+    return int(version)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = _check_version(conn)
     for number in range(version, len(MIGRATIONS)):
         with transaction(conn):
             for statement in _statements(MIGRATIONS[number]):

@@ -26,6 +26,7 @@ class Decision:
     absent: int
     applied: bool
     message: str
+    variants: int = 0  # of ``absent``, how many are variants (the plan shows them as their own kind)
 
 
 def deactivate(conn: sqlite3.Connection, max_share: float, force: bool) -> list[Decision]:
@@ -66,6 +67,7 @@ def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_sh
                 " AND external_id LIKE ? ESCAPE '\\'",
                 (external_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%",))]
         targets = list(dict.fromkeys(absent + variants))  # a variant listed as a good may be absent itself
+        variant_count = len(set(variants) - set(absent))
         outbox.add(conn, files[-1], [Intent("product", DEACTIVATE_PRODUCT, ext, {"external_id": ext}) for ext in targets],
                    "pending")
         # Inactive now; the fingerprint is forgotten so the product's return is sent in full.
@@ -80,5 +82,6 @@ def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_sh
         for file_id in files:
             ledger.update(conn, file_id, deactivation="done")
         conn.execute(f"DELETE FROM seen WHERE file_id IN ({marks})", files)
-    message = f"catalog {label}: {len(targets)} product(s) deactivated ({share:.0%} of {active} active)"
-    return Decision(label, active, len(targets), True, message)
+    message = (f"catalog {label}: {len(targets) - variant_count} product(s) deactivated ({share:.0%} of {active} "
+               f"active)" + (f", with {variant_count} variant(s) of theirs" if variant_count else ""))
+    return Decision(label, active, len(targets), True, message, variant_count)
