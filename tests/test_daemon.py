@@ -259,3 +259,21 @@ def test_systemd_is_told_ready_watchdog_status_and_stopping(tmp_path: Path) -> N
     assert messages[0].startswith("READY=1")
     assert "WATCHDOG=1" in text and "STATUS=" in text and "outbox" in text
     assert messages[-1].startswith("STOPPING=1")
+
+
+def test_names_that_are_not_utf8_or_hold_a_newline_are_taken_and_journaled(tmp_path: Path) -> None:
+    """A share can hold names in cp1251 (bytes that are not UTF-8) or with control characters: the
+    daemon takes them like any file, under a name the ledger can store, and keeps running."""
+    cfg = write_config(tmp_path, after="delete")
+    sample = (SAMPLES / "exchange" / "ut11").glob("import*.xml").__next__().read_bytes()
+    folder = os.fsencode(tmp_path / "in")
+    for name, mark in ((b"\xcf\xf0\xe0\xe9\xf1.xml", b"A"), (b"two\nlines.xml", b"B")):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(sample + b"<!--" + mark + b"-->")  # distinct content: each is its own file
+    (tmp_path / "in" / "bad\x1b[31m.xml").write_bytes(b"not xml")
+    result = bridge("run", "-c", str(cfg), "--once")
+    assert result.returncode == 0, result.stderr
+    rows = {name: status for _, name, status in ledger(tmp_path)}
+    assert rows == {"ut11:\\xcf\\xf0\\xe0\\xe9\\xf1.xml": "applied", "ut11:two\\nlines.xml": "applied",
+                    "ut11:bad\\x1b[31m.xml": "quarantined"}
+    assert os.listdir(folder) == []

@@ -49,6 +49,29 @@ def test_entity_bomb_is_refused(tmp_path: Path) -> None:
     assert "DOCTYPE" in _single_error(path)["message"]
 
 
+@pytest.mark.parametrize("prolog", ["<!-- exported <by> 1C -->\n", "<?pi <x>?>\n", "<!--" + "x" * 70_000 + "-->\n"],
+                         ids=["comment-with-a-tag", "processing-instruction", "prolog-beyond-the-head"])
+def test_doctype_after_a_comment_or_pi_is_refused(tmp_path: Path, prolog: str) -> None:
+    """The prolog check must step over comments and PIs (whose text may hold '<'), and the parser's
+    own view catches a DOCTYPE after a prolog longer than the bytes sniffed. Else the entity reaches
+    a record and the schema validator crashes (XMLSchemaValidateError)."""
+    secret = _write(tmp_path, "secret.txt", "TOP-SECRET-VALUE")
+    path = _write(tmp_path, "import.xml", GOOD.replace(
+        "\n", f'\n{prolog}<!DOCTYPE x [<!ENTITY s SYSTEM "file://{secret}">]>\n', 1).replace("Чайник", "&s;"))
+    for command in ("validate", "inspect"):
+        code, output = run_cli(command, path)
+        assert code == 1, output
+        assert "DOCTYPE" in output and "Traceback" not in output and "TOP-SECRET-VALUE" not in output
+
+
+def test_doctype_in_utf16_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace('encoding="UTF-8"', 'encoding="UTF-16"').replace(
+        "\n", '\n<!DOCTYPE x [<!ENTITY s "injected">]>\n', 1).replace("Чайник", "&s;")
+    path = _write(tmp_path, "import.xml", b"\xff\xfe" + text.encode("utf-16-le"))
+    error = _single_error(path)
+    assert "DOCTYPE" in error["message"] and error["line"] == 2
+
+
 def test_undeclared_entity_is_a_structural_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "entity.xml", GOOD.replace("Чайник", "&nbsp;Чайник"))
     error = _single_error(path)
@@ -164,6 +187,20 @@ def test_zip_absolute_paths_are_refused(tmp_path: Path, name: str) -> None:
         zf.writestr(name, GOOD)
     assert "absolute" in _single_error(archive)["message"]
     assert not Path("/etc/bridge-evil.xml").exists()
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".xml", "/".join(["d"] * 2000) + "/import.xml"],
+                         ids=["long-name", "deep-folders"])
+def test_zip_with_a_path_too_long_is_refused_and_the_batch_goes_on(tmp_path: Path, name: str) -> None:
+    """ENAMETOOLONG, or a RecursionError from pathlib's mkdir, must not abort the batch (or be taken for a
+    fault of our disk, which leaves the zip in its source to be tried forever)."""
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(name, GOOD)
+    good = _write(tmp_path, "import.xml", GOOD)
+    code, output = run_cli("validate", archive, good)
+    assert code == 1, output
+    assert "Traceback" not in output and "too long" in output and "1 of 2 file(s) usable" in output
 
 
 def test_zip_symlink_is_refused(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ class EncodingInfo:
     encoding: str  # the name we report: "UTF-8", "windows-1251", ...
     codec: str  # Python's canonical codec name
     bom: bool
+    prolog_checked: bool = True  # False: the head did not reach the root element, a DOCTYPE may follow
 
 
 def _display_name(codec: str, declared: str | None) -> str:
@@ -46,7 +47,7 @@ def sniff(head: bytes) -> EncodingInfo:
     bombs; CommerceML never needs one).
     """
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return EncodingInfo(declared=None, encoding="UTF-16", codec="utf-16", bom=True)
+        return EncodingInfo(declared=None, encoding="UTF-16", codec="utf-16", bom=True, prolog_checked=False)
     bom = head.startswith(BOM_UTF8)
     body = head[3:] if bom else head
     match = _DECLARATION.match(body)
@@ -61,21 +62,36 @@ def sniff(head: bytes) -> EncodingInfo:
         raise StructuralError(
             f"the file starts with a UTF-8 byte order mark but declares encoding '{declared}'; "
             "the bytes and the declaration contradict each other", line=1)
-    _refuse_doctype(body)
-    return EncodingInfo(declared=declared, encoding=_display_name(codec, declared), codec=codec, bom=bom)
+    checked = _refuse_doctype(body)
+    return EncodingInfo(declared=declared, encoding=_display_name(codec, declared), codec=codec, bom=bom,
+                        prolog_checked=checked)
 
 
-def _refuse_doctype(body: bytes) -> None:
+def _refuse_doctype(body: bytes) -> bool:
+    """Refuse a DOCTYPE in the prolog; False when the bytes given do not reach the root element."""
     prolog_end = _XML_DECL.match(body)
-    rest = body[prolog_end.end():] if prolog_end else body
-    # The DOCTYPE can only come before the root element; comments may precede it.
-    root_start = re.search(rb"<[^?!]", rest)
-    prolog = rest[: root_start.start()] if root_start else rest
-    if _DOCTYPE.search(prolog) or _ENTITY.search(prolog):
-        line = body[: body.find(b"<!", prolog_end.end() if prolog_end else 0)].count(b"\n") + 1
-        raise StructuralError(
-            "the file contains a DOCTYPE/ENTITY declaration; CommerceML never uses one and it can "
-            "be used to read local files or exhaust memory, so the file is refused", line=line)
+    position = prolog_end.end() if prolog_end else 0
+    # The DOCTYPE can only come before the root element, after comments and processing instructions,
+    # whose text may hold anything ("<", even "<!DOCTYPE"): step over them rather than search.
+    while True:
+        while position < len(body) and body[position:position + 1] in b" \t\r\n":
+            position += 1
+        if body.startswith(b"<!--", position):
+            end = body.find(b"-->", position + 4)
+        elif body.startswith(b"<?", position):
+            end = body.find(b"?>", position + 2)
+        else:
+            break
+        if end < 0:
+            return False  # a prolog longer than the head: the parser's own view decides (reader)
+        position = end + (3 if body.startswith(b"<!--", position) else 2)
+    if _DOCTYPE.match(body, position) or _ENTITY.match(body, position):
+        raise StructuralError(DOCTYPE_REFUSED, line=body[:position].count(b"\n") + 1)
+    return re.match(rb"<[^!?\x00]", body[position:position + 2]) is not None  # the root element starts here
+
+
+DOCTYPE_REFUSED = ("the file contains a DOCTYPE/ENTITY declaration; CommerceML never uses one and it can "
+                   "be used to read local files or exhaust memory, so the file is refused")
 
 
 class EncodingGuard:

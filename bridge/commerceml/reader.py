@@ -20,7 +20,7 @@ from lxml import etree
 
 from bridge.commerceml import build
 from bridge.commerceml.build import child_text, flag, kids, local
-from bridge.commerceml.encoding import EncodingGuard, EncodingInfo, sniff
+from bridge.commerceml.encoding import DOCTYPE_REFUSED, EncodingGuard, EncodingInfo, sniff
 from bridge.commerceml.header import Header, empty_counts
 from bridge.commerceml.problems import ERROR, SKIPPED, WARNING, Problem, StructuralError
 from bridge.commerceml.records import Offer, Record
@@ -139,6 +139,8 @@ class FileReader:
                 head = raw.read(_HEAD)
                 raw.seek(0)
                 info = sniff(head)
+                if not info.prolog_checked:
+                    self._refuse_doctype(raw)
                 self.header.encoding, self.header.bom = info.encoding, info.bom
                 yield from self._parse(raw, info)
         except StructuralError as exc:
@@ -202,6 +204,24 @@ class FileReader:
                     lines += chunk.count(b"\n")
         line = exc.lineno or max((e.line for e in exc.error_log), default=0)
         return line >= lines - 1
+
+    def _refuse_doctype(self, raw: BinaryIO) -> None:
+        """The parser's view of a prolog the sniffed head did not cover (UTF-16, or comments longer
+        than the head): a DOCTYPE there is refused like one in the head. Entities are not expanded
+        (resolve_entities=False), but their references would reach the records and crash the schema
+        validator. Rare files only: a second, short pass up to the root's start tag."""
+        raw.seek(0)
+        try:
+            for _, element in etree.iterparse(raw, events=("start",), resolve_entities=False, no_network=True,
+                                              load_dtd=False, huge_tree=False):
+                info = element.getroottree().docinfo
+                if info.doctype or info.internalDTD is not None or info.system_url or info.public_id:
+                    raise StructuralError(DOCTYPE_REFUSED, line=max((element.sourceline or 2) - 1, 1))
+                break
+        except etree.XMLSyntaxError:
+            pass  # the main pass reports it with a line number
+        finally:
+            raw.seek(0)
 
     def _sniff_namespace(self, raw: BinaryIO) -> str | None:
         """The root's namespace, read before the main pass so a user schema can be retargeted."""

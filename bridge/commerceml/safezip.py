@@ -27,6 +27,11 @@ from bridge.commerceml.problems import StructuralError
 _DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)
 DEFAULT_MAX_TOTAL = 8 * 1024**3  # 8 GiB unpacked: above the largest real catalogs
 DEFAULT_MAX_ENTRIES = 100_000
+# File systems refuse a name part over 255 bytes (ENAMETOOLONG) and a path over PATH_MAX (4096 with
+# the unpack folder's own path in front); pathlib's mkdir(parents=True) even recurses once per level.
+# Real exchange folders are a few levels of short names.
+_MAX_PART = 255
+_MAX_PATH = 1024
 _CHUNK = 1 << 20
 
 
@@ -48,6 +53,10 @@ def _safe_relative(name: str) -> PurePosixPath:
         raise StructuralError(f"the archive holds an absolute path '{name}'; it is refused")
     if any(part == ".." for part in path.parts):
         raise StructuralError(f"the archive holds a path that climbs out of its folder ('{name}'); it is refused")
+    if len(normalized.encode("utf-8", "surrogateescape")) > _MAX_PATH or any(
+            len(part.encode("utf-8", "surrogateescape")) > _MAX_PART for part in path.parts):
+        raise StructuralError(f"the archive holds a path too long to unpack ('{name[:80]}...', {len(normalized)} "
+                              f"characters; at most {_MAX_PART} bytes a name and {_MAX_PATH} a path); it is refused")
     return path
 
 

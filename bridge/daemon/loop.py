@@ -38,6 +38,17 @@ log = logging.getLogger(__name__)
 MAX_SOURCE_BACKOFF = 300.0
 
 
+def shown(name: str) -> str:
+    """A source file's name as the ledger, the journal and the log carry it. A folder can hold names
+    that are not UTF-8 (os.scandir gives them as surrogates, which SQLite cannot store) or that hold a
+    newline or an escape sequence: those bytes are written as \\xNN and control characters escaped, so
+    a name can neither fail to be stored nor forge a log line. The same name always reads the same."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def make_source(settings: SourceSettings, config_dir: Path) -> Source:
     if settings.kind == "folder":
         from bridge.transport.folder import FolderSource
@@ -264,37 +275,37 @@ class Daemon:
                 self._take(item, remote, report)
             except _NotDisposed as exc:  # taken and settled; only its removal failed: go on with the rest
                 report.errors.append(str(exc))
-                log.error("source.dispose_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
+                log.error("source.dispose_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
                 self._journal_once(journal.Entry("source", "error", str(exc), entity="source_file",
-                                                 external_id=f"{source.name}:{remote.name}"))
+                                                 external_id=f"{source.name}:{shown(remote.name)}"))
             except Exception as exc:  # noqa: BLE001 - a file nobody foresaw must not stop the daemon
                 if not isinstance(exc, (BridgeError, OSError)):
-                    log.exception("source.take_crashed source=%s file=%s", source.name, remote.name)
+                    log.exception("source.take_crashed source=%s file=%s", source.name, shown(remote.name))
                     self._journal_once(journal.Entry(
-                        "source", "error", f"{source.name}: could not take {remote.name}: {exc!r}; it stays "
+                        "source", "error", f"{source.name}: could not take {shown(remote.name)}: {exc!r}; it stays "
                         "in the source and is tried again (a bug: please report it with this entry)",
-                        entity="source_file", external_id=f"{source.name}:{remote.name}"))
+                        entity="source_file", external_id=f"{source.name}:{shown(remote.name)}"))
                 # The source dropped mid-file (or refused us): nothing of the file was committed
                 # unless the ledger says so; it is taken again at the next scan.
-                log.error("source.fetch_failed source=%s file=%s error=%r", source.name, remote.name, str(exc))
+                log.error("source.fetch_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
                 item.failures += isinstance(exc, UserError)
                 item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
                 return
 
     def _take(self, item: _SourceState, remote: RemoteFile, report: CycleReport) -> None:
         source = item.source
-        label = f"{source.name}:{remote.name}"
+        label = f"{source.name}:{shown(remote.name)}"
         self.last_file = label
         self.notifier.status(self._status(f"reading {label}"))
         zipped = Path(remote.name).suffix.lower() == ".zip"
         with source.fetch(remote, self.spool) as local:
             finished, cut_off = True, False
             with expand_inputs([local], unpack_in=self.spool) as items:
-                members = [i.name.rsplit("!", 1)[1] for i in items if "!" in i.name]
+                members = [shown(i.name.rsplit("!", 1)[1]) for i in items if "!" in i.name]
                 if zipped and len(members) == len(items):  # else: refused whole
                     self.pipeline.take_container(local, label, members, source=source.name)
                 for entry in items:
-                    name = f"{label}!{entry.name.rsplit('!', 1)[1]}" if "!" in entry.name else label
+                    name = f"{label}!{shown(entry.name.rsplit('!', 1)[1])}" if "!" in entry.name else label
                     entry.name = name
                     outcome = self.pipeline.ingest_file(entry, source=source.name)
                     report.taken += 1
