@@ -203,6 +203,20 @@ def test_zip_with_a_path_too_long_is_refused_and_the_batch_goes_on(tmp_path: Pat
     assert "Traceback" not in output and "too long" in output and "1 of 2 file(s) usable" in output
 
 
+def test_zip_entry_name_flagged_utf8_but_not_utf8_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("importX.xml", GOOD)
+    data = bytearray(archive.read_bytes().replace(b"importX.xml", b"import\xff.xml"))
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the UTF-8 flag (bit 11)
+        at = data.find(signature) + offset
+        data[at + 1] |= 0x08
+    archive.write_bytes(bytes(data))
+    code, output = run_cli("validate", archive)
+    assert code == 1, output
+    assert "Traceback" not in output and "not UTF-8" in output
+
+
 def test_zip_symlink_is_refused(tmp_path: Path) -> None:
     archive = tmp_path / "exchange.zip"
     with zipfile.ZipFile(archive, "w") as zf:

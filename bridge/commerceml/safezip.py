@@ -67,6 +67,9 @@ def extract(archive: Path, target: Path, *, max_total: int = DEFAULT_MAX_TOTAL,
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
         raise StructuralError(f"this is not a readable zip archive: {exc}") from None
+    except UnicodeDecodeError as exc:  # an entry flagged UTF-8 whose name is not: zipfile decodes it strictly
+        raise StructuralError(f"the archive names an entry in bytes that are not UTF-8 although it says they "
+                              f"are ({exc.object[:80]!r}); it is refused") from None
     # An OSError here is our disk or the source (gone, unreadable), not the archive: it goes up as
     # it is, so the file is taken again later instead of being quarantined for a fault of ours.
     with zf:
