@@ -85,6 +85,17 @@ def test_truncated_file(tmp_path: Path) -> None:
     assert error["line"] >= 4 and error["path"] == "/КоммерческаяИнформация/Каталог/Товары"
 
 
+@pytest.mark.parametrize("cut", [1, 2], ids=["inside-a-letter", "after-a-letter"])
+def test_file_cut_inside_a_multibyte_character_ends_too_early(tmp_path: Path, cut: int) -> None:
+    """1C still writing (or a copy cut short) stops anywhere, often inside a two-byte Cyrillic letter:
+    that is a truncation (the daemon leaves such a file in its source), not a binary character."""
+    data = GOOD.encode("utf-8")
+    path = _write(tmp_path, "import.xml", data[: data.index("Чайник".encode()) + cut])
+    error = _single_error(path)
+    assert error["message"].startswith("the file ends too early"), error
+    assert error["line"] == 4
+
+
 @pytest.mark.parametrize("encoding", ["UTF-8", "windows-1251"])
 def test_broken_markup_in_a_small_file_is_not_called_a_truncation(tmp_path: Path, encoding: str) -> None:
     # The parser swallows a small file whole before it fails, so bytes consumed say nothing;

@@ -223,6 +223,23 @@ class FileReader:
         finally:
             raw.seek(0)
 
+    def _ends_mid_character(self) -> bool:
+        """Do the file's last bytes start a UTF-8 sequence that the end of the file cuts short?"""
+        if self.data is not None:
+            tail = self.data[-4:]
+        else:
+            with open(self.path, "rb") as f:
+                f.seek(max(self.header.size - 4, 0))
+                tail = f.read(4)
+        for start in range(len(tail) - 1, max(len(tail) - 4, -1), -1):
+            lead = tail[start]
+            if lead < 0x80:
+                return False
+            if lead >= 0xC0:  # a lead byte: does it announce more bytes than are left?
+                needed = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+                return len(tail) - start < needed
+        return False
+
     def _sniff_namespace(self, raw: BinaryIO) -> str | None:
         """The root's namespace, read before the main pass so a user schema can be retargeted."""
         raw.seek(0)
@@ -276,6 +293,10 @@ class FileReader:
         lowered = message.lower()
         if self.header.size == 0:
             return "the file is empty (0 bytes)"
+        if "incomplete utf-8 sequence" in lowered and consumed_all and self._ends_mid_character():
+            # Cut inside a two-byte Cyrillic letter: as much a truncation as a cut inside a tag.
+            self.ends_early = True
+            return f"{ENDS_EARLY} (truncated, or still being written, inside a character): {message}"
         if code == _INVALID_CHAR and "encoding" not in lowered:
             return ("the file holds a character XML does not allow (a NUL byte or a control character: "
                     f"a damaged or binary file): {message}")
