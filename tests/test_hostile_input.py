@@ -303,3 +303,26 @@ def test_offer_changes_package_is_changes_only_by_its_name(tmp_path: Path) -> No
     code, [report] = inspect_json(path)
     assert code == 0
     assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == ("prices", 1, True)
+
+
+def test_zip_inside_a_zip_is_refused_not_left_out(tmp_path: Path) -> None:
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("import.xml", GOOD)
+    outer = tmp_path / "exchange.zip"
+    with zipfile.ZipFile(outer, "w") as zf:
+        zf.write(inner, "inner.zip")
+        zf.writestr("import.xml", GOOD)
+    code, output = run_cli("validate", outer)
+    assert code == 1, output
+    assert "exchange.zip!inner.zip" in output and "zip inside a zip" in output and "1 of 2 file(s) usable" in output
+
+
+def test_a_folder_means_its_zips_too(tmp_path: Path) -> None:
+    folder = tmp_path / "exchange"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "exchange.zip", "w") as zf:
+        zf.writestr("import.xml", GOOD)
+    code, reports = inspect_json(folder)
+    assert code == 0
+    assert [r["file"] for r in reports] == [f"{folder / 'exchange.zip'}!import.xml"]

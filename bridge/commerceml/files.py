@@ -70,8 +70,16 @@ def sort_load_order(paths: list[Path]) -> list[Path]:
 
 
 def _xml_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".xml"
+    return _files(folder, ".xml")
+
+
+def _files(folder: Path, suffix: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == suffix
             and not p.name.startswith(".")]
+
+
+NESTED_ZIP = ("a zip inside a zip is not unpacked (1C sends one zip of its exchange folder): "
+              "send the files inside it directly")
 
 
 @contextlib.contextmanager
@@ -83,7 +91,9 @@ def expand_inputs(paths: list[Path], *, unpack_in: Path | None = None) -> Iterat
     temporary: list[Path] = []
     result: list[InputFile] = []
     try:
-        for path in paths:
+        # A folder means its XML files and then its zips, each unpacked as if it had been named.
+        queue = [p for path in paths for p in ([path, *sorted(_files(path, ".zip"))] if path.is_dir() else [path])]
+        for path in queue:
             if path.is_dir():
                 result.extend(InputFile(p, str(p)) for p in sort_load_order(_xml_files(path)))
             elif path.suffix.lower() == ".zip":
@@ -96,6 +106,9 @@ def expand_inputs(paths: list[Path], *, unpack_in: Path | None = None) -> Iterat
                     continue
                 for p in sort_load_order(_xml_files(unpack)):
                     result.append(InputFile(p, f"{path}!{p.relative_to(unpack).as_posix()}"))
+                # Never silently left out: each inner zip is refused on its own (and quarantined by an ingest).
+                result.extend(InputFile(p, f"{path}!{p.relative_to(unpack).as_posix()}",
+                                        error=StructuralError(NESTED_ZIP)) for p in sorted(_files(unpack, ".zip")))
             else:
                 result.append(InputFile(path, str(path)))
         yield result
