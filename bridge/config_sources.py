@@ -10,7 +10,7 @@ from bridge.transport.base import DEFAULT_IGNORE, SourceSettings
 SOURCE_KINDS = ("folder", "sftp")
 _COMMON = {"name", "kind", "path", "min_age", "done_marker", "ignore", "after", "move_to", "polling", "interval"}
 _SFTP = {"host", "port", "user", "key_file", "known_hosts", "connect_timeout", "io_timeout"}
-DAEMON_KEYS = {"rescan", "spool", "deliver_patience"}
+DAEMON_KEYS = {"rescan", "spool", "deliver_patience", "deactivate_after"}
 
 
 def _number(table: dict[str, Any], key: str, where: str, default: float, problems: list[str],
@@ -117,5 +117,6 @@ def daemon(data: dict[str, Any], base: Path, state_path: Path | None, problems: 
     return {
         "rescan": _number(table, "rescan", "daemon", 30, problems, 0.2),
         "deliver_patience": _number(table, "deliver_patience", "daemon", 5, problems),
+        "deactivate_after": _number(table, "deactivate_after", "daemon", 300, problems),
         "spool": Path(_resolve(base, spool)) if isinstance(spool, str) else default_spool,
     }

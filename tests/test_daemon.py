@@ -277,3 +277,27 @@ def test_names_that_are_not_utf8_or_hold_a_newline_are_taken_and_journaled(tmp_p
     assert rows == {"ut11:\\xcf\\xf0\\xe0\\xe9\\xf1.xml": "applied", "ut11:two\\nlines.xml": "applied",
                     "ut11:bad\\x1b[31m.xml": "quarantined"}
     assert os.listdir(folder) == []
+
+
+def test_a_full_export_split_over_files_is_decided_once_its_package_is_in(tmp_path: Path) -> None:
+    # 1C writes one full export as import0_1.xml, import0_2.xml, ...; the daemon takes each as soon as
+    # it is complete. Decided after the first, the goods of the second would look absent (here: 50%,
+    # refused, and then the second file alone would be refused too, so p9 would never go).
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("rescan = 1", "rescan = 1\ndeactivate_after = 3"),
+                   encoding="utf-8")
+    goods = [x.product(f"p{i}", f"Товар {i}") for i in range(10)]
+    x.write(tmp_path / "first", "import.xml", x.catalog(goods))
+    assert bridge("ingest", "-c", str(cfg), str(tmp_path / "first")).returncode == 0
+    daemon = start(cfg)
+    try:
+        x.write(tmp_path / "in", "import0_1.xml", x.catalog(goods[:5]))
+        wait_for(lambda: len(ledger(tmp_path)) == 2)
+        x.write(tmp_path / "in", "import0_2.xml", x.catalog(goods[5:9]))
+        wait_for(lambda: len(ledger(tmp_path)) == 3)
+        assert all(p["active"] for p in crm_products(tmp_path).values())  # the package is not settled yet
+        wait_for(lambda: not crm_products(tmp_path)["p9"]["active"], timeout=30, step=0.5)
+    finally:
+        code, err = stop(daemon)
+    assert code == 0, err
+    assert [i for i, p in sorted(crm_products(tmp_path).items()) if p["active"]] == [f"p{i}" for i in range(9)]

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ class Daemon:
         self.spool: Path = config.daemon.get("spool", config.state_path.parent / "spool")
         self.rescan = float(config.daemon.get("rescan", 30))
         self.patience = float(config.daemon.get("deliver_patience", 5))
+        # Seconds a catalog's full export must be quiet before what it lacks is deactivated.
+        self.deactivate_after = float(config.daemon.get("deactivate_after", 300))
         self.pipeline = Pipeline(conn, config, progress=self._progress)
         self.orders = _orders_flow(config, conn, adapter)
         self.sources: list[_SourceState] = []
@@ -194,6 +197,17 @@ class Daemon:
         with fewer_collections():  # a cycle may read a whole catalog (sync/batch.py)
             return self._cycle()
 
+    def _settled_before(self) -> str | None:
+        """Full exports received before this moment may be decided (``deactivate_after`` of quiet);
+        while a source still holds a file being written, none. ``--once`` settles at its end, as
+        ``bridge ingest`` does: its run is the whole export."""
+        if self.once:
+            return None
+        if any(item.pending_until is not None for item in self.sources):
+            return ""  # earlier than any timestamp: nothing is settled yet
+        moment = datetime.now(UTC) - timedelta(seconds=self.deactivate_after)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     def _cycle(self) -> CycleReport:
         report = CycleReport()
         for item in self.sources:
@@ -203,7 +217,7 @@ class Daemon:
             if item.next_scan > now and (item.pending_until is None or item.pending_until > now):
                 continue
             self._scan_source(item, report)
-        decisions = self.pipeline.finish()
+        decisions = self.pipeline.finish(settled_before=self._settled_before())
         for decision in decisions:
             if not decision.applied:
                 report.errors.append(decision.message)

@@ -29,15 +29,27 @@ class Decision:
     variants: int = 0  # of ``absent``, how many are variants (the plan shows them as their own kind)
 
 
-def deactivate(conn: sqlite3.Connection, max_share: float, force: bool) -> list[Decision]:
+def deactivate(conn: sqlite3.Connection, max_share: float, force: bool, *,
+               settled_before: str | None = None) -> list[Decision]:
+    """Decide every catalog with full files pending; what their files listed together counts.
+
+    settled_before (a clock.now() timestamp): leave pending the catalogs that received a full file
+    after it. 1C splits one full export over several files (import0_1.xml, import0_2.xml, ...) and
+    a daemon takes each as soon as it is complete: decided after the first, the rest of the
+    catalog would look absent. Waiting until the catalog has been quiet for a while lets all the
+    files of the package count together.
+    """
     # A refused deactivation waits, with what the export listed, until someone forces it.
     states = ("pending", "refused" if force else "pending")
-    pending = conn.execute("SELECT id, catalog_id FROM files WHERE full_catalog = 1 AND deactivation IN (?, ?)"
-                           " AND status IN ('committed','applied','partial') ORDER BY id", states).fetchall()
+    pending = conn.execute("SELECT id, catalog_id, received_at FROM files WHERE full_catalog = 1 AND deactivation"
+                           " IN (?, ?) AND status IN ('committed','applied','partial') ORDER BY id", states).fetchall()
     by_catalog: dict[str, list[int]] = {}
-    for file_id, catalog_id in pending:
+    latest: dict[str, str] = {}
+    for file_id, catalog_id, received_at in pending:
         by_catalog.setdefault(catalog_id or "", []).append(file_id)
-    return [_catalog(conn, catalog, files, max_share, force) for catalog, files in by_catalog.items()]
+        latest[catalog_id or ""] = max(latest.get(catalog_id or "", ""), received_at)
+    return [_catalog(conn, catalog, files, max_share, force) for catalog, files in by_catalog.items()
+            if settled_before is None or latest[catalog] < settled_before]
 
 
 def _catalog(conn: sqlite3.Connection, catalog_id: str, files: list[int], max_share: float, force: bool) -> Decision:

@@ -114,9 +114,12 @@ class Pipeline:
         self._syncing: archive.Syncing | None = None  # the fsync of the archived copy of the file being read
 
     # -- a batch ----------------------------------------------------------------
-    def finish(self) -> list[Decision]:
-        """After the files of a run: deactivations of full exports (deliver separately)."""
-        return deactivate(self.conn, self.rules.max_deactivate_share, self.force)
+    def finish(self, *, settled_before: str | None = None) -> list[Decision]:
+        """After the files of a run: deactivations of full exports (deliver separately).
+
+        settled_before: only catalogs whose last full file was received before this moment (the
+        daemon's runs see a package one file at a time; see deactivation.deactivate)."""
+        return deactivate(self.conn, self.rules.max_deactivate_share, self.force, settled_before=settled_before)
 
     # -- one file ---------------------------------------------------------------
     def ingest_all(self, items: Iterable[InputFile], *, source: str = "cli",
