@@ -125,3 +125,15 @@ def test_atomic_folder_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     target.write("orders-1.xml", b"<b/>")  # a retry overwrites, never duplicates
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["orders-1.xml"]
     assert (tmp_path / "out" / "orders-1.xml").read_bytes() == b"<b/>"
+
+
+def test_a_template_cannot_reach_python(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "orders-ut11.xml.j2").write_text(
+        '<КоммерческаяИнформация ВерсияСхемы="2.08">'
+        "<!-- {{ cycler.__init__.__globals__.os.popen('echo pwned').read() }} -->"
+        "</КоммерческаяИнформация>", encoding="utf-8")
+    with pytest.raises(RenderError) as error:
+        Renderer(templates).render("ut11", {"orders": [an_order()], "generated_at": "x"})
+    assert "orders-ut11.xml.j2:1" in str(error.value)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 from lxml import etree
 from markupsafe import Markup
 
@@ -79,7 +80,9 @@ class Renderer:
         # Integrators' folder first: a template there overrides the built-in one of the same name.
         folders = [str(template_dir)] if template_dir is not None and Path(template_dir).is_dir() else []
         folders.append(str(data_dir("templates")))
-        self.env = jinja2.Environment(
+        # Sandboxed: a template is text an integrator edits, not code; it must not reach Python
+        # (cycler.__init__.__globals__.os...) and read the CRM secret or run commands as the bridge.
+        self.env = jinja2.sandbox.ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined,
             finalize=clean, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
         self.env.filters["money"] = money
