@@ -317,3 +317,13 @@ def test_tax_rates_written_as_1c_presents_them_read_without_warnings(tmp_path: P
     [read] = [r for r in reader.records() if isinstance(r, Document)]
     assert [line.taxes[0][1] for line in read.lines] == [Decimal(18), None, None, Decimal(20)]
     assert not [p for p in reader.problems if "not a number" in p.message], [p.format() for p in reader.problems]
+
+
+@pytest.mark.parametrize("line", [{"quantity": 0, "price": 100}, {"quantity": -2, "price": 100},
+                                  {"quantity": 1, "price": -100}, {"quantity": 1, "price": 100, "discount": 150}])
+def test_a_line_1c_cannot_take_keeps_the_deal_waiting(cfg: Path, line: dict) -> None:
+    deal_id = add_deal(cfg, {"title": "Ошибка менеджера", "stage": "agreed", "company_external_id": MANUFACTURE,
+                             "lines": [{"product_external_id": KETTLE, **line}]})
+    run_once(cfg)
+    assert outgoing(cfg) == []  # no order with a zero, negative or below-zero line goes to 1C
+    assert "cannot become an order yet" in bridge("journal", "-c", str(cfg), "--entity", deal_id).stdout

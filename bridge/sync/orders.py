@@ -122,7 +122,15 @@ def build_order(deal: DealSnapshot, conn: sqlite3.Connection, settings: OrderSet
         quantity = _decimal(line.quantity, f"the quantity of '{line.name}'")
         price = _decimal(line.price, f"the price of '{line.name}'")
         discount = _decimal(line.discount, f"the discount of '{line.name}'") if line.discount else None
+        # 1C cannot take a line it would have to give back: no quantity, a negative price, a discount
+        # above the line's sum. A manager fixes the deal; until then it waits like any unready deal.
+        if not quantity.is_finite() or quantity <= 0:
+            raise NotReady(f"the quantity of '{line.name}' must be above zero, not {line.quantity}")
+        if not price.is_finite() or price < 0:
+            raise NotReady(f"the price of '{line.name}' must not be negative: {line.price}")
         amount = (quantity * price - (discount or 0)).quantize(_CENT, rounding=ROUND_HALF_UP)
+        if discount is not None and (not discount.is_finite() or discount < 0 or amount < 0):
+            raise NotReady(f"the discount of '{line.name}' ({line.discount}) is not between 0 and the line's sum")
         vat_amount = None
         if line.vat_rate not in (None, ""):
             rate = _decimal(line.vat_rate, f"the VAT rate of '{line.name}'")
@@ -134,6 +142,8 @@ def build_order(deal: DealSnapshot, conn: sqlite3.Connection, settings: OrderSet
     delivery = deal.extra.get("delivery_price")
     if delivery not in (None, "", 0, "0"):
         price = _decimal(delivery, "the delivery price").quantize(_CENT, rounding=ROUND_HALF_UP)
+        if price < 0:
+            raise NotReady(f"the delivery price must not be negative: {delivery}")
         lines.append(OrderLine(id="ORDER_DELIVERY", name=str(deal.extra.get("delivery_name") or "Доставка заказа"),
                                quantity=Decimal(1), price=price, amount=price, service=True))
     if not lines:
