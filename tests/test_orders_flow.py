@@ -327,3 +327,17 @@ def test_a_line_1c_cannot_take_keeps_the_deal_waiting(cfg: Path, line: dict) -> 
     run_once(cfg)
     assert outgoing(cfg) == []  # no order with a zero, negative or below-zero line goes to 1C
     assert "cannot become an order yet" in bridge("journal", "-c", str(cfg), "--entity", deal_id).stdout
+
+
+def test_a_line_keeps_the_okei_code_of_its_unit(cfg: Path) -> None:
+    """1C finds the unit by its Код: gloves sold in pairs (715) must not arrive as pieces (796)."""
+    from lxml import etree
+    gloves = "29330d63-73d2-11ef-a3c6-00155d0a4e21"
+    add_deal(cfg, {"title": "Перчатки", "stage": "agreed", "company_external_id": MANUFACTURE,
+                   "lines": [{"product_external_id": gloves, "quantity": 10, "price": 45},
+                             {"product_external_id": KETTLE, "quantity": 1, "price": 2490}]})
+    run_once(cfg)
+    [order_file] = outgoing(cfg)
+    units = {line.findtext("{*}Ид"): line.find("{*}БазоваяЕдиница").get("Код")
+             for line in etree.parse(str(order_file)).iter("{*}Товар")}
+    assert units == {gloves: "715", KETTLE: "796"}

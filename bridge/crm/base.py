@@ -68,6 +68,7 @@ class DealLine:
     discount: str | None = None  # the line's discount sum
     vat_rate: str | None = None  # "20", "10", "0", or None for "без НДС"
     unit: str | None = None
+    unit_code: str | None = None  # the unit's OKEI code (796 = штука), which is what 1C looks units up by
 
 
 @dataclass(slots=True)

@@ -63,11 +63,13 @@ def _lines(conn: sqlite3.Connection, spec: Any) -> tuple[list[dict[str, Any]], D
         quantity = _number(line.get("quantity", 1), f"line {number} quantity")
         price = _number(line.get("price", 0), f"line {number} price")
         discount = _number(line["discount"], f"line {number} discount") if line.get("discount") else None
-        unit = (json.loads(row[1]).get("unit") or {}).get("name")
+        unit_info = json.loads(row[1]).get("unit") or {}
+        unit, unit_code = unit_info.get("name"), unit_info.get("code")
         lines.append({"product_external_id": line["product_external_id"], "name": line.get("name") or row[0],
                       "quantity": _text(quantity), "price": _text(price),
                       "discount": _text(discount) if discount is not None else None,
-                      "vat_rate": None if line.get("vat_rate") is None else str(line["vat_rate"]), "unit": unit})
+                      "vat_rate": None if line.get("vat_rate") is None else str(line["vat_rate"]), "unit": unit,
+                      "unit_code": unit_code})
         total += quantity * price - (discount or 0)
     return lines, total
 
@@ -194,7 +196,8 @@ def _snapshot(conn: sqlite3.Connection, row: tuple[Any, ...]) -> DealSnapshot:
     lines = [DealLine(product_external_id=line.get("product_external_id"), name=str(line.get("name") or ""),
                       quantity=str(line.get("quantity", 1)), price=str(line.get("price", 0)),
                       discount=line.get("discount"), vat_rate=line.get("vat_rate"),
-                      unit=line.get("unit") if isinstance(line.get("unit"), str) else None)
+                      unit=line.get("unit") if isinstance(line.get("unit"), str) else None,
+                      unit_code=line.get("unit_code") if isinstance(line.get("unit_code"), str) else None)
              for line in data.get("lines") or [] if isinstance(line, dict)]
     return DealSnapshot(
         crm_id=str(row[0]), title=row[1] or row[2], stage=row[3] or "", updated_at=row[4] or "", external_id=row[5],

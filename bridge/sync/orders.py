@@ -102,6 +102,16 @@ def _decimal(value: Any, what: str) -> Decimal:
         raise NotReady(f"{what} is not a number: {value!r}") from None
 
 
+def _unit_codes(conn: sqlite3.Connection) -> dict[str, str]:
+    """{unit name (casefolded): OKEI code} of the units 1C sent in its classifier."""
+    codes: dict[str, str] = {}
+    for name, data in conn.execute("SELECT name, data FROM dictionary WHERE entity = 'unit'"):
+        code = (json.loads(data) if data else {}).get("code")
+        if code and name:
+            codes.setdefault(str(name).strip().casefold(), str(code))
+    return codes
+
+
 def build_order(deal: DealSnapshot, conn: sqlite3.Connection, settings: OrderSettings, issued_at: str) -> Order:
     """The order a deal stands for, or NotReady with the reason."""
     counterparty = deal.extra.get("counterparty")
@@ -112,6 +122,8 @@ def build_order(deal: DealSnapshot, conn: sqlite3.Connection, settings: OrderSet
     # and 1C matches it by ИНН/КПП.
     buyer["id"] = buyer.get("external_id") or f"crm-{settings.crm_kind}-{buyer.get('crm_id') or deal.crm_id}"
     lines: list[OrderLine] = []
+    # 1C finds a line's unit by its OKEI code; a template without one would say 796 (штука) for kilograms.
+    unit_codes = _unit_codes(conn)
     ids = [line.product_external_id for line in deal.lines if line.product_external_id]
     known = state.known_products(conn, ids, None) if ids else set()
     for line in deal.lines:
@@ -137,6 +149,7 @@ def build_order(deal: DealSnapshot, conn: sqlite3.Connection, settings: OrderSet
             vat_amount = (amount * rate / (100 + rate)).quantize(_CENT, rounding=ROUND_HALF_UP)
         lines.append(OrderLine(id=line.product_external_id, name=line.name, quantity=quantity, price=price,
                                amount=amount, unit_name=line.unit, discount=discount,
+                               unit_code=line.unit_code or unit_codes.get((line.unit or "").strip().casefold()),
                                vat_rate=None if line.vat_rate in (None, "") else str(line.vat_rate),
                                vat_amount=vat_amount))
     delivery = deal.extra.get("delivery_price")

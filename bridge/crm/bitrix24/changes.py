@@ -136,7 +136,8 @@ def _snapshots(send: Send, settings: Settings, portal: Portal, deals: list[dict[
                           price=_number(r.get("price")),
                           discount=_number(r["discountSum"]) if r.get("discountSum") else None,
                           vat_rate=_number(r["taxRate"]) if r.get("taxRate") not in (None, "") else None,
-                          unit=r.get("measureName"))
+                          unit=r.get("measureName"),
+                          unit_code=str(r["measureCode"]) if r.get("measureCode") not in (None, "") else None)
                  for r in product_rows.get(int(deal["id"]), [])]
         data = _json_object(deal.get(settings.deal_data_field or ""))
         snapshots.append(DealSnapshot(
