@@ -137,3 +137,22 @@ def test_a_template_cannot_reach_python(tmp_path: Path) -> None:
     with pytest.raises(RenderError) as error:
         Renderer(templates).render("ut11", {"orders": [an_order()], "generated_at": "x"})
     assert "orders-ut11.xml.j2:1" in str(error.value)
+
+
+@pytest.mark.parametrize("profile", ["ut11", "unf"])
+@pytest.mark.parametrize("person", [False, True])
+def test_rendered_order_follows_the_commerceml_sequence(profile: str, person: bool) -> None:
+    """Element order, contact types and address kinds as the 2.08-2.10 XSD (and our strict schema) have them:
+    an exchange that reads orders through the schema (XDTO) refuses any other order."""
+    from lxml import etree
+
+    from bridge.commerceml.schema import load_record_schema
+    buyer = {"id": "c-1", "name": "Орлова Марина", "person": True, "last_name": "Орлова", "first_name": "Марина",
+             "inn": "781204573812", "address": "190000, Санкт-Петербург", "email": "m@example.org",
+             "phone": "+7 812 000-00-00"} if person else an_order().counterparty
+    order = an_order(counterparty=buyer)
+    data = render_checked(Renderer(), profile, {"orders": [order], "generated_at": "2026-11-27T15:05:00"}, "utf-8-bom")
+    root = etree.fromstring(data[3:])
+    schema = load_record_schema("strict", etree.QName(root).namespace)
+    [document] = root.iter("{*}Документ")
+    assert schema.validate(document), [f"{e.line}: {e.message}" for e in schema.error_log]
