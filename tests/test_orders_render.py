@@ -156,3 +156,16 @@ def test_rendered_order_follows_the_commerceml_sequence(profile: str, person: bo
     schema = load_record_schema("strict", etree.QName(root).namespace)
     [document] = root.iter("{*}Документ")
     assert schema.validate(document), [f"{e.line}: {e.message}" for e in schema.error_log]
+
+
+def test_unit_price_is_not_rounded_away_from_the_line_sum(tmp_path: Path) -> None:
+    """1000 x 0.125 = 125.00: a price written as 0.13 would say 130.00 to 1C."""
+    line = OrderLine(id="289a7cba-73c9-11ef-a3c6-00155d0a4e21", name="Шайба", quantity=Decimal(1000),
+                     price=Decimal("0.125"), amount=Decimal("125.00"))
+    order = an_order(lines=[line], amount=Decimal("125.00"), vat_amount=None)
+    data = render_checked(Renderer(), "ut11", {"orders": [order], "generated_at": "2026-11-27T15:05:00"}, "utf-8-bom")
+    [read] = read_back(tmp_path, data)[1].lines
+    assert read.price is not None and read.quantity is not None
+    assert read.price * read.quantity == read.amount == Decimal("125.00")
+    assert "<ЦенаЗаЕдиницу>2490.00</ЦенаЗаЕдиницу>" in render_checked(
+        Renderer(), "ut11", {"orders": [an_order()], "generated_at": "x"}, "utf-8").decode()

@@ -70,6 +70,14 @@ def money(value: Any) -> str:
     return format(number.quantize(_CENT, ROUND_HALF_UP), "f")
 
 
+def price(value: Any) -> str:
+    """A unit price: 2 decimals, more only when the price has them (0.125 stays 0.125), so that
+    ЦенаЗаЕдиницу x Количество - Скидки still gives the line's Сумма."""
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    cents = number.quantize(_CENT, ROUND_HALF_UP)
+    return format(cents if cents == number else number.normalize(), "f")
+
+
 def quantity(value: Any) -> str:
     number = value if isinstance(value, Decimal) else Decimal(str(value))
     return format(number.normalize(), "f")
@@ -87,6 +95,7 @@ class Renderer:
             finalize=clean, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
         self.env.filters["money"] = money
         self.env.filters["qty"] = quantity
+        self.env.filters["price"] = price
 
     def render(self, profile: str, context: dict[str, Any]) -> str:
         name = PROFILES.get(profile, profile)
