@@ -12,7 +12,7 @@ from bridge.cli.context import config_option, group_config_option, load_config, 
 from bridge.commerceml.render import PROFILES, Renderer, encode
 from bridge.errors import UserError
 from bridge.store.clock import now
-from bridge.sync.orders import NotReady, OrderSettings, build_order, generated_at
+from bridge.sync.orders import NotReady, build_order, generated_at, order_settings
 
 
 @click.command("render")
@@ -30,9 +30,7 @@ def render_command(config_path: Path, deal_id: str, profile: str | None, encodin
         deal = adapter.get_deal(deal_id)  # type: ignore[attr-defined]
     if deal is None:
         raise UserError(f"the CRM has no deal {deal_id}")
-    settings = OrderSettings(trigger_stages=orders.trigger_stages if orders else [], crm_kind=config.crm_kind,
-                             organisation=orders.organisation if orders else None,
-                             warehouse=orders.warehouse if orders else None)
+    settings = order_settings(config)
     with state_connection(config, read_only=True) as conn:
         row = conn.execute("SELECT updated_at FROM orders WHERE deal_id = ?", (deal_id,)).fetchone()
         try:

@@ -358,13 +358,10 @@ def _orders_flow(config: Config, conn: sqlite3.Connection, adapter: CrmAdapter) 
     if config.orders is None:
         return None
     from bridge.commerceml.render import Renderer
-    from bridge.sync.orders import OrdersFlow, OrderSettings, OrderWriter
+    from bridge.sync.orders import OrdersFlow, OrderWriter, order_settings
     from bridge.transport.outgoing import open_target
     settings = config.orders
-    flow = OrdersFlow(conn, adapter, OrderSettings(trigger_stages=settings.trigger_stages,
-                                                   organisation=settings.organisation, warehouse=settings.warehouse,
-                                                   currency=settings.currency, crm_kind=config.crm_kind),
-                      file_name=settings.file_name)
+    flow = OrdersFlow(conn, adapter, order_settings(config), file_name=settings.file_name)
     writer = OrderWriter(conn, Renderer(settings.template_dir), open_target(settings, config.path.resolve().parent),
                          settings.profile, settings.encoding)
     return flow, writer

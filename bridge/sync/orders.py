@@ -90,6 +90,16 @@ class OrderSettings:
     crm_kind: str = "sandbox"
 
 
+def order_settings(config: Any) -> OrderSettings:
+    """What building an order takes from the configuration: one place for the daemon and ``bridge render``,
+    so a preview is built as the daemon builds it."""
+    orders = config.orders
+    if orders is None:
+        return OrderSettings(trigger_stages=[], crm_kind=config.crm_kind)
+    return OrderSettings(trigger_stages=orders.trigger_stages, organisation=orders.organisation,
+                         warehouse=orders.warehouse, currency=orders.currency, crm_kind=config.crm_kind)
+
+
 def order_id(crm_kind: str, deal_id: str) -> str:
     """The order's Ид in 1C: the same for every version of the same deal."""
     return str(uuid.uuid5(_ORDER_NAMESPACE, f"{crm_kind}:{deal_id}"))
