@@ -206,3 +206,21 @@ def test_the_prune_is_synced_before_any_archived_copy_is_deleted(tmp_path: Path)
     update = max(i for i, e in enumerate(before) if e.startswith("UPDATE FILES SET ARCHIVE_PATH = NULL"))
     levels = [e for e in before[:update] if e.startswith("PRAGMA SYNCHRONOUS")]
     assert levels and levels[-1].endswith("FULL") and "COMMIT" in before[update:]
+
+
+def test_a_prune_killed_between_its_commit_and_its_unlinks_is_finished_by_the_next(tmp_path: Path) -> None:
+    """kill -9 after the prune's commit and before its copies are deleted: the rows no longer point at the
+    copies, so the next prune must still find and remove them, or they stay in the archive forever."""
+    cfg = write_config(tmp_path)
+    assert run_cli("ingest", "-c", cfg, UT11)[0] == 0
+    assert len(stored_copies(tmp_path)) == 6
+    cut = later()
+    env = {**os.environ, "BRIDGE_CRASH_AT": "pruned"}
+    crashed = subprocess.run([sys.executable, "-m", "bridge", "prune", "-c", str(cfg), "--before", cut], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    assert all(row["pruned_at"] and row["archive_path"] is None for row in files(tmp_path).values())
+    code, output = run_cli("prune", "-c", cfg, "--before", cut, "--json")
+    assert code == 0, output
+    assert stored_copies(tmp_path) == []  # as after an uninterrupted prune
+    assert json.loads(output)["archived_copies"] == 6

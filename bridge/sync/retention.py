@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bridge import faults
 from bridge.config import Config
 from bridge.store import journal
 from bridge.store.clock import now
@@ -103,6 +104,7 @@ def _prune_archive(conn: sqlite3.Connection, archive_dir: Path, before: str, res
         rows = conn.execute("SELECT id, archive_path FROM files WHERE status IN ('applied', 'unpacked')"
                             " AND archive_path IS NOT NULL AND updated_at < ? ORDER BY id", (before,)).fetchall()
         if not rows:
+            _remove_orphans(conn, archive_dir, result, dry_run)
             return
         # As JSON arrays (db.json_array), not one SQL variable each: the first prune of a busy daemon's
         # year may cover more files than SQLite allows variables in a statement (32,766 by default).
@@ -123,7 +125,31 @@ def _prune_archive(conn: sqlite3.Connection, archive_dir: Path, before: str, res
         with transaction(conn, durable=True):
             conn.execute("UPDATE files SET archive_path = NULL, pruned_at = ? WHERE id IN (SELECT value FROM json_each(?))",
                          (stamp, ids))
+        faults.checkpoint("pruned")
         for path in doomed:  # after the commit: a crash in between leaves a copy behind, never a dangling row
+            _unlink(path)
+        # ... and the copies an earlier prune left behind that way go now.
+        _remove_orphans(conn, archive_dir, result, dry_run)
+
+
+def _remove_orphans(conn: sqlite3.Connection, archive_dir: Path, result: Pruned, dry_run: bool) -> None:
+    """Copies whose rows were all pruned but which are still on disk: a prune killed between its commit
+    and its unlinks left them, and no row points at them any more, so nothing else would ever remove them.
+    A copy is kept while any row points at it, and one no pruned row knows (a take killed between storing
+    its copy and recording it) is left to that take. Under the archive's lock (the caller's)."""
+    copies = {p.name.split(".", 1)[0]: p for p in archive_dir.glob("??/*") if p.is_file()}
+    if not copies:
+        return
+    shas = json_array(sorted(copies))
+    orphans = [sha for (sha,) in conn.execute(
+        "SELECT DISTINCT sha256 FROM files WHERE sha256 IN (SELECT value FROM json_each(?)) AND pruned_at IS NOT NULL"
+        " AND sha256 NOT IN (SELECT sha256 FROM files WHERE archive_path IS NOT NULL"
+        " AND sha256 IN (SELECT value FROM json_each(?)))", (shas, shas))]
+    for sha in orphans:
+        path = copies[sha]
+        result.archived_copies += 1
+        result.archived_bytes += _size(path)
+        if not dry_run:
             _unlink(path)
 
 
