@@ -86,3 +86,20 @@ def test_kill_at_a_moment_of_the_clock_then_rerun(delay: float, package: Path, r
     rerun = _bridge("ingest", "-c", str(cfg), str(package))
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert _final_state(cfg) == reference
+
+
+@pytest.mark.parametrize("point", ["claimed", "staged"])
+def test_a_replay_killed_midway_then_run_again_leaves_no_file_stuck(point: str, tmp_path: Path) -> None:
+    """A replay claims under a key of its own (the moment it runs), so the same replay run again after a
+    kill -9 must still pick up the row the killed one left, not leave it 'claimed' or 'archived' for ever."""
+    from conftest import SAMPLES
+    cfg = write_config(tmp_path)
+    assert _bridge("ingest", "-c", str(cfg), str(SAMPLES / "exchange" / "ut11")).returncode == 0
+    crashed = _bridge("replay", "-c", str(cfg), "1", "2", crash_at=point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    rerun = _bridge("replay", "-c", str(cfg), "1", "2")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    files = json.loads(_bridge("archive", "-c", str(cfg), "list", "--json").stdout)
+    assert [f["status"] for f in files if f["status"] not in ("applied", "partial", "quarantined")] == []
+    # Each file replayed; a file whose replay was committed before the kill is replayed again, as asked.
+    assert {f["replay_of"] for f in files if f["replay_of"] is not None} == {1, 2}

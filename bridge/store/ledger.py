@@ -65,6 +65,13 @@ def by_claim(conn: sqlite3.Connection, claim_key: str) -> FileRow | None:
     return _row(found) if found else None
 
 
+def unfinished_replay(conn: sqlite3.Connection, replay_of: int, sha256: str) -> FileRow | None:
+    """A replay of ``replay_of`` (these bytes) that a crash interrupted before its outcome was committed."""
+    found = conn.execute(f"SELECT {_COLUMNS} FROM files WHERE replay_of = ? AND sha256 = ? AND status IN"
+                         " ('claimed', 'archived') ORDER BY id LIMIT 1", (replay_of, sha256)).fetchone()
+    return _row(found) if found else None
+
+
 def get(conn: sqlite3.Connection, file_id: int) -> FileRow | None:
     found = conn.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
     return _row(found) if found else None

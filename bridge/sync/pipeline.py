@@ -159,6 +159,10 @@ class Pipeline:
         origin = f"replay:{replay_of}:{time.time_ns()}" if replay_of is not None else source
         claim_key = _claim_key(origin, taken.sha256)
         row = ledger.by_claim(self.conn, claim_key)
+        if row is None and replay_of is not None:
+            # A replay's key is new every time: the same replay run again after a crash picks up the row
+            # the interrupted one left (claimed or archived), instead of leaving it unfinished for ever.
+            row = ledger.unfinished_replay(self.conn, replay_of, taken.sha256)
         if row is not None and row.status not in ("claimed", "archived"):
             archive.discard(taken)
             message = f"already taken as file #{row.id} ({row.status}); nothing to do"
