@@ -559,3 +559,39 @@ def test_a_retried_operation_is_not_overtaken_by_a_later_one_on_the_same_record(
         assert [(r.ok, r.retryable) for r in first] == [(False, True), (False, True)]
         assert_ok(adapter.apply([product("p1", "A"), product("p1", "B")]))  # the outbox retries both, in order
     assert [(p["xmlId"], p["name"]) for p in emulator.products.values()] == [("p1", "B")]
+
+
+def test_a_scope_taken_from_the_webhook_fails_the_apply_instead_of_each_operation(emulator: Emulator) -> None:
+    """insufficient_scope arrives per command inside a batch: failing each operation for good would drop
+    them until 1C sends them all again; the apply must fail as a whole so the outbox keeps them."""
+    inner = httpx.HTTPTransport()
+
+    class NoCatalogScope(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = inner.handle_request(request)
+            body = json.loads(request.read())
+            if "cmd" not in body:
+                return response
+            response.read()
+            answer = response.json()
+            result = answer["result"]
+            errors = result["result_error"] if isinstance(result["result_error"], dict) else {}
+            for key, command in body["cmd"].items():
+                if command.startswith("catalog.") and ".list" not in command.split("?")[0]:  # the writes
+                    errors[key] = {"error": "insufficient_scope", "error_description": "The request requires higher privileges"}
+                    if isinstance(result["result"], dict):
+                        result["result"].pop(key, None)
+            result["result_error"] = errors
+            return httpx.Response(200, json=answer)
+
+        def close(self) -> None:
+            inner.close()
+
+    settings = Settings.from_table({"kind": "bitrix24", "backoff": 0.01, **FAST},
+                                   environ={"BITRIX24_WEBHOOK_URL": emulator.url})
+    with Bitrix24Crm(settings, transport=NoCatalogScope()) as adapter:
+        with pytest.raises(PermanentError) as refused:
+            adapter.apply([product("p1"), prices("p1", Retail=10)])
+    assert "insufficient_scope" in str(refused.value) and "scope" in str(refused.value)
+    with make(emulator) as adapter:  # the scope given back: the same operations go through
+        assert_ok(adapter.apply([product("p1"), prices("p1", Retail=10)]))

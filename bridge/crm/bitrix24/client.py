@@ -42,6 +42,9 @@ MAX_COMMANDS = 50  # the portal's limit per batch
 LIMIT_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}  # refused before running: safe to resend
 AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "invalid_token", "expired_token", "insufficient_scope",
                "WRONG_AUTH_TYPE", "ACCESS_DENIED", "PAYMENT_REQUIRED", "OVERLOAD_LIMIT"}
+# Of those, the ones a single command of a batch may get: about the webhook, never about one record
+# (ACCESS_DENIED may be about one record: a deal in a pipeline the webhook's user cannot see).
+WEBHOOK_ERRORS = AUTH_ERRORS - {"ACCESS_DENIED", "OVERLOAD_LIMIT"}
 _CONNECT_TRIES = 3
 
 
@@ -163,7 +166,16 @@ class Client:
         cmd = {key: f"{method}?{php_query(params)}" for key, method, params in commands}
         if not cmd or len(cmd) > MAX_COMMANDS:
             raise ValueError(f"a batch takes 1 to {MAX_COMMANDS} commands, not {len(cmd)}")
-        return BatchAnswer.parse(self._post("batch", {"halt": 0, "cmd": cmd}, len(cmd)))
+        answer = BatchAnswer.parse(self._post("batch", {"halt": 0, "cmd": cmd}, len(cmd)))
+        for code, description in answer.errors.values():
+            if code in WEBHOOK_ERRORS:
+                # The webhook itself is refused (a scope taken away, a token expired), not this command's
+                # record: failing each operation for good would drop the whole outbox until 1C sends it
+                # all again. The apply fails instead, and its operations wait until the webhook is fixed.
+                raise PermanentError(f"Bitrix24 portal {self.webhook.host} refused a command of the webhook "
+                                     f"({code}: {self.webhook.redact(description)}): check that the incoming "
+                                     "webhook is active and has the crm and catalog scopes")
+        return answer
 
     def _post(self, method: str, body: dict[str, Any], commands: int) -> Any:
         redact = self.webhook.redact
