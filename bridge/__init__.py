@@ -1,3 +1,3 @@
 """bridge: exchange between 1C:Enterprise (CommerceML) and a CRM."""
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"

@@ -666,3 +666,11 @@ def test_a_file_taken_before_prints_no_plan_when_skipped(cfg: Path) -> None:
         again = ingest(cfg, SAMPLES / "exchange" / "ut11", extra=extra)
         assert "skipped" in again and not re.search(r"create \d", again), again  # this run created nothing
     assert dump(cfg)["calls"] == calls
+
+
+def test_a_characteristic_listed_several_times_at_product_level_keeps_every_value(cfg: Path) -> None:
+    # УТ 11 lists a good's sizes as repeated ХарактеристикаТовара (Размер 48, 50, 52): all of them, not the last.
+    ingest(cfg, SAMPLES / "exchange" / "ut11" / "import___0c6f2b9e-4d1a-4f7b-9a53-8e2d61c7f4a0.xml")
+    stored = _crm_products(cfg)
+    assert stored["29440104-73d3-11ef-a3c6-00155d0a4e21"]["characteristics"] == {"Размер": "48; 50; 52"}
+    assert stored["2954f4a5-73d4-11ef-a3c6-00155d0a4e21"]["characteristics"] == {"Размер": "41; 42; 43"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import Any
 
 from bridge.commerceml.records import Counterparty, Document, Offer, Product, PropertyValue
@@ -55,13 +56,26 @@ def _properties(values: list[PropertyValue], names: Names) -> dict[str, str]:
     """Property name -> value text. A value may be the Ид of an entry in the property's list, and that
     list may have come in an earlier file of the package (the classifier before the goods), so every
     value is looked up there; a property with several Значение keeps them all, joined."""
-    properties: dict[str, str] = {}
-    for value in values:
-        prop_name = names.name("property", value.property_id) or value.property_id
-        text = names.property_value(value.property_id, value.value)
-        earlier = properties.get(prop_name)
-        properties[prop_name] = f"{earlier}; {text}" if earlier and text and text != earlier else (earlier or text)
-    return properties
+    return _joined((names.name("property", value.property_id) or value.property_id,
+                    names.property_value(value.property_id, value.value)) for value in values)
+
+
+def _characteristics(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Characteristic name -> value. A good may list one name several times (УТ 11 writes every size
+    it comes in as its own ХарактеристикаТовара "Размер"): all of them, not the last one."""
+    return _joined(pairs)
+
+
+def _joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Name -> value, a name given several values keeping each once, joined with '; '."""
+    result: dict[str, str] = {}
+    for name, value in pairs:
+        earlier = result.get(name)
+        if not earlier:
+            result[name] = value
+        elif value and value not in earlier.split("; "):
+            result[name] = f"{earlier}; {value}"
+    return result
 
 
 def product(record: Product, names: Names, rules: Mapping) -> Mapped:
@@ -75,7 +89,7 @@ def product(record: Product, names: Names, rules: Mapping) -> Mapped:
         "description": record.description,
         "unit": _unit(record.unit_code, record.unit_name, names),
         "groups": [{"id": g, "name": names.name("group", g)} for g in record.group_ids],
-        "properties": properties, "characteristics": dict(record.characteristics),
+        "properties": properties, "characteristics": _characteristics(record.characteristics),
         "requisites": record.requisites, "taxes": record.taxes, "images": record.images,
         "manufacturer": record.manufacturer, "active": not record.deleted,
     }
@@ -102,7 +116,7 @@ def offer(record: Offer, names: Names, rules: Mapping) -> Mapped:
         # the ones the catalog gave the variant (1C 8.x lists variants as goods "p#c" with their
         # characteristics, and the offers repeat only the name and the prices).
         if record.characteristics:
-            payload["characteristics"] = dict(record.characteristics)
+            payload["characteristics"] = _characteristics(record.characteristics)
         for key, value in (("sku", record.sku), ("barcode", record.barcode)):
             if value:
                 payload[key] = value
