@@ -674,3 +674,12 @@ def test_a_characteristic_listed_several_times_at_product_level_keeps_every_valu
     stored = _crm_products(cfg)
     assert stored["29440104-73d3-11ef-a3c6-00155d0a4e21"]["characteristics"] == {"Размер": "48; 50; 52"}
     assert stored["2954f4a5-73d4-11ef-a3c6-00155d0a4e21"]["characteristics"] == {"Размер": "41; 42; 43"}
+
+
+def test_a_good_deleted_by_a_status_element_is_deactivated(cfg: Path, tmp_path: Path) -> None:
+    x.write(tmp_path / "1", "import.xml", x.catalog([x.product("p1", "Дрель"), x.product("p2", "Пила")], full=False))
+    ingest(cfg, tmp_path / "1")
+    gone = x.product("p2", "Пила").replace("</Товар>", "<Статус>Удален</Статус></Товар>")
+    x.write(tmp_path / "2", "import.xml", x.catalog([gone], full=False))
+    ingest(cfg, tmp_path / "2")
+    assert {k: p["active"] for k, p in products(cfg).items()} == {"p1": True, "p2": False}

@@ -288,7 +288,8 @@ def product(element: etree._Element, dictionaries: dict[str, dict[str, str]], ca
         return None
     product_id, characteristic_id = split_id(full_id)
     unit_code, unit_name = _base_unit(found.get("БазоваяЕдиница"))
-    status = element.get("Статус")
+    # The XSD gives goods a Статус attribute; some exchange modules write it as an element, as offers have it.
+    status = element.get("Статус") or text(found.get("Статус"))
     deleted = flag(text(found.get("ПометкаУдаления"))) or (status is not None and status.strip().lower() == "удален")
     manufacturer = found.get("Изготовитель")
     return Product(
