@@ -64,13 +64,17 @@ class BackgroundDelivery:
     def _start(self) -> None:
         # spawn, not fork: a forked child would inherit the open SQLite connections of this one.
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
+        # The stop request travels through a pipe, not a multiprocessing.Event: an Event's set() waits
+        # for every process sleeping in its wait() to acknowledge, and a helper killed there (kill -9,
+        # the OOM killer) never does, which left the ingest blocked in stop() for ever.
+        stop_reader, self._stop = context.Pipe(duplex=False)
         self._results, sender = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_deliver_until_stopped, name="bridge-delivery", daemon=True,
-            args=(str(self.config_path), os.getpid(), logging.getLogger().getEffectiveLevel(), self._stop, sender))
+            args=(str(self.config_path), os.getpid(), logging.getLogger().getEffectiveLevel(), stop_reader, sender))
         self._process.start()
         sender.close()
+        stop_reader.close()
         log.info("deliver.background started pid=%d after=%d", self._process.pid, self._released)
 
     def stop(self) -> DeliveryStats:
@@ -81,7 +85,11 @@ class BackgroundDelivery:
         stats = DeliveryStats()
         if self._process is None:
             return stats
-        self._stop.set()
+        try:
+            self._stop.send(True)
+        except OSError:  # it is gone already: what it did not send is still pending
+            pass
+        self._stop.close()
         try:
             stats.sent, stats.failed, stats.retried, self.error = self._results.recv()
         except (EOFError, OSError):  # it died without a word: the outbox still holds what it did not send
@@ -104,7 +112,7 @@ def _deliver_until_stopped(config_path: str, parent: int, log_level: int, stop: 
         try:
             with fewer_collections(), open_adapter(config) as adapter:
                 while True:
-                    stopping = stop.is_set()  # asked before this pass: the pass sends all that was due
+                    stopping = stop.poll()  # asked before this pass: the pass sends all that was due
                     stats = deliver(conn, adapter, patience=0.0)
                     totals.sent += stats.sent
                     totals.failed += stats.failed
@@ -112,7 +120,7 @@ def _deliver_until_stopped(config_path: str, parent: int, log_level: int, stop: 
                     if stopping:
                         break
                     if not stats.sent and not stats.failed:
-                        stop.wait(IDLE_WAIT)
+                        stop.poll(IDLE_WAIT)
         finally:
             conn.close()
     except Exception as exc:  # reported to the parent, whose own delivery meets the same problem and says it
