@@ -237,7 +237,8 @@ class Daemon:
                 self._journal_once(journal.Entry("orders", "error", f"writing orders for 1C: {exc}", entity="target",
                                                  external_id="outgoing"))
         try:
-            stats = deliver(self.conn, self.adapter, patience=0 if self.shutdown.requested else self.patience)
+            stats = deliver(self.conn, self.adapter, patience=0 if self.shutdown.requested else self.patience,
+                            stop=lambda: self.shutdown.requested, progress=self.notifier.ping)
             report.delivered = stats.sent
         except BridgeError as exc:  # bad credentials and the like: keep running, keep the outbox
             report.errors.append(str(exc))

@@ -36,15 +36,24 @@ def backoff(attempts: int) -> float:
 
 
 def deliver(conn: sqlite3.Connection, adapter: CrmAdapter, *, patience: float = 30.0,
-            sleep: Callable[[float], None] = time.sleep) -> DeliveryStats:
+            sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] | None = None,
+            progress: Callable[[], None] | None = None) -> DeliveryStats:
     """Send everything due; wait out transient failures for up to ``patience`` seconds.
 
     What is still pending after that stays in the outbox for the next run:
-    nothing is dropped, and the next run sends it first.
+    nothing is dropped, and the next run sends it first. ``progress`` is called between
+    recorded batches (the daemon pings systemd's watchdog there: a big outbox to a rate-limited
+    CRM takes far longer than the watchdog allows); once ``stop()`` is true, what is left stays
+    pending (a stop request must not wait for a whole outbox to be sent).
     """
     stats = DeliveryStats()
     give_up_at = time.monotonic() + patience
     while True:
+        if progress is not None:
+            progress()
+        if stop is not None and stop():
+            stats.left = outbox.depth(conn).get("pending", 0)
+            break
         batch = outbox.due(conn, max(adapter.batch_size, RECORD_EVERY), exclude=DOCUMENT_KINDS)
         if not batch:
             wait = _next_due_in(conn)
