@@ -284,7 +284,7 @@ def test_a_full_export_split_over_files_is_decided_once_its_package_is_in(tmp_pa
     # it is complete. Decided after the first, the goods of the second would look absent (here: 50%,
     # refused, and then the second file alone would be refused too, so p9 would never go).
     cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("rescan = 1", "rescan = 1\ndeactivate_after = 3"),
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("rescan = 1", "rescan = 1\ndeactivate_after = 8"),
                    encoding="utf-8")
     goods = [x.product(f"p{i}", f"Товар {i}") for i in range(10)]
     x.write(tmp_path / "first", "import.xml", x.catalog(goods))
@@ -296,7 +296,7 @@ def test_a_full_export_split_over_files_is_decided_once_its_package_is_in(tmp_pa
         x.write(tmp_path / "in", "import0_2.xml", x.catalog(goods[5:9]))
         wait_for(lambda: len(ledger(tmp_path)) == 3)
         assert all(p["active"] for p in crm_products(tmp_path).values())  # the package is not settled yet
-        wait_for(lambda: not crm_products(tmp_path)["p9"]["active"], timeout=30, step=0.5)
+        wait_for(lambda: not crm_products(tmp_path)["p9"]["active"], timeout=90, step=0.5)
     finally:
         code, err = stop(daemon)
     assert code == 0, err
