@@ -319,3 +319,26 @@ def test_servers_without_posix_rename_get_a_plain_rename(
     make().upload_atomic(local, str(remote_dir), "orders.xml")
     assert [p.name for p in remote_dir.iterdir()] == ["orders.xml"]
     assert (remote_dir / "orders.xml").read_text() == "<new/>"
+
+
+def test_names_that_are_not_utf8_are_listed_fetched_and_disposed_beside_the_others(
+        make: Make, remote_dir: Path, spool: Path, tmp_path: Path) -> None:
+    """A cp1251 name must not hide the whole folder (paramiko's listdir decodes strictly, and its
+    UnicodeDecodeError stopped the daemon): it is taken like any file, under its own bytes."""
+    (remote_dir / "import.xml").write_text("<x/>")
+    folder = os.fsencode(remote_dir)
+    with open(os.path.join(folder, b"\xcf\xf0\xe0\xe9\xf1.xml"), "wb") as f:
+        f.write(b"<cp1251/>")
+    (remote_dir / "two\nlines\x1b[31m.xml").write_text("<z/>")
+    done = tmp_path / "processed"
+    source = make(after="move", move_to=str(done))
+    files = {f.name: f for f in source.scan()[0]}
+    odd = os.fsdecode(b"\xcf\xf0\xe0\xe9\xf1.xml")
+    assert sorted(files) == sorted(["import.xml", odd, "two\nlines\x1b[31m.xml"])
+    with source.fetch(files[odd], spool) as local:
+        assert local.read_bytes() == b"<cp1251/>"
+    for remote in files.values():
+        source.dispose(remote)
+    assert os.listdir(folder) == []
+    assert sorted(os.listdir(os.fsencode(done))) == sorted([b"import.xml", b"\xcf\xf0\xe0\xe9\xf1.xml",
+                                                            b"two\nlines\x1b[31m.xml"])

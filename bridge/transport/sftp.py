@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
+from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
 
 from bridge.errors import BridgeError, TransientError, UserError
 from bridge.secrets import credential_path
@@ -127,6 +128,40 @@ def _changed(source: str, o: SftpOptions, error: paramiko.BadHostKeyException) -
         f"`ssh-keygen -R '{o.entry}' -f {o.known_hosts}` then `{_keyscan(o, error.key)}`.")
 
 
+def _wire(path: str) -> bytes:
+    """A path as sent to the server: names that were not UTF-8 go back as the bytes they were."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _listdir(sftp: paramiko.SFTPClient, folder: str) -> list[paramiko.SFTPAttributes]:
+    """``listdir_attr`` that survives names which are not UTF-8 (a cp1251 share, say).
+
+    paramiko decodes every name strictly and raises UnicodeDecodeError for the whole listing, so one
+    such file would hide every other one (and, not being an OSError, stop the daemon). Here such
+    bytes become surrogates, as os.listdir gives them, and ``_wire`` turns them back into bytes.
+    """
+    kind, msg = sftp._request(CMD_OPENDIR, sftp._adjust_cwd(folder))
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    handle = msg.get_binary()
+    entries: list[paramiko.SFTPAttributes] = []
+    while True:
+        try:
+            kind, msg = sftp._request(CMD_READDIR, handle)
+        except EOFError:  # the end of the listing
+            break
+        if kind != CMD_NAME:
+            raise paramiko.SFTPError("Expected name response")
+        for _ in range(msg.get_int()):
+            filename = msg.get_string().decode("utf-8", "surrogateescape")
+            msg.get_string()  # longname: ls -l text, not needed
+            attr = paramiko.SFTPAttributes._from_msg(msg, filename)
+            if filename not in (".", ".."):
+                entries.append(attr)
+    sftp._request(CMD_CLOSE, handle)
+    return entries
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -153,7 +188,7 @@ class SftpSource(Source):
     def scan(self) -> tuple[list[RemoteFile], float | None]:
         sftp = self._session()
         try:
-            entries = sftp.listdir_attr(self.folder)
+            entries = _listdir(sftp, self.folder)
         except _FAILURES as exc:
             raise self._failure(exc, f"listing {self.folder}") from None
         names = {e.filename for e in entries}
@@ -187,7 +222,7 @@ class SftpSource(Source):
         sftp = self._session()
         path = self._path(remote.name)
         try:
-            now = sftp.stat(path)
+            now = sftp.stat(_wire(path))
             if now.st_size != remote.size or now.st_mtime != remote.mtime:
                 # 1C wrote a new export under the same name after we took ours: deleting or moving it
                 # would lose it. Left for the next scan (its content hash makes it a new claim).
@@ -373,14 +408,14 @@ class SftpSource(Source):
         path = self._path(remote.name)
         digest, size = hashlib.sha256(), 0
         try:
-            self._unchanged(remote, sftp.stat(path), "since it was listed")
-            with sftp.open(path, "rb") as source:
+            self._unchanged(remote, sftp.stat(_wire(path)), "since it was listed")
+            with sftp.open(_wire(path), "rb") as source:
                 source.MAX_REQUEST_SIZE = READ_REQUEST
                 while size < remote.size and (chunk := source.read(min(_READ, remote.size - size))):
                     sink.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            after = sftp.stat(path)
+            after = sftp.stat(_wire(path))
         except _FAILURES as exc:
             raise self._failure(exc, f"downloading {remote.name}") from None
         self._unchanged(remote, after, "during the download", size)
@@ -396,7 +431,7 @@ class SftpSource(Source):
 
     def _remove(self, sftp: paramiko.SFTPClient, path: str) -> None:
         try:
-            sftp.remove(path)
+            sftp.remove(_wire(path))
         except OSError as exc:
             if exc.errno != errno.ENOENT or not self._alive():
                 raise  # already gone is what we wanted; anything else is not
@@ -418,7 +453,7 @@ class SftpSource(Source):
 
     def _exists(self, sftp: paramiko.SFTPClient, path: str) -> bool:
         try:
-            sftp.stat(path)
+            sftp.stat(_wire(path))
         except OSError as exc:
             if exc.errno == errno.ENOENT and self._alive():
                 return False
@@ -432,7 +467,7 @@ class SftpSource(Source):
         first: a short moment without the file beats never publishing it.
         """
         try:
-            sftp.posix_rename(source, target)
+            sftp.posix_rename(_wire(source), _wire(target))
             return
         except OSError as exc:
             if exc.errno is not None or not self._alive():
@@ -440,4 +475,4 @@ class SftpSource(Source):
             log.debug("sftp.no_posix_rename source=%s error=%r", self.name, _describe(exc))
         if replace:
             self._remove(sftp, target)
-        sftp.rename(source, target)
+        sftp.rename(_wire(source), _wire(target))
