@@ -103,3 +103,21 @@ def test_a_stop_request_during_delivery_leaves_the_rest_pending_for_the_next_sta
     again = _daemon(config, conn, SlowCrm(adapter), RecordingNotifier())
     again.cycle()
     assert outbox.depth(conn).get("pending", 0) == 0
+
+
+def test_a_listing_that_fails_unexpectedly_is_journaled_and_the_daemon_goes_on(daemon_parts) -> None:  # type: ignore[no-untyped-def]
+    config, conn, adapter = daemon_parts
+    daemon = _daemon(config, conn, adapter, RecordingNotifier())
+
+    def broken() -> Any:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")  # as paramiko's listing raised
+
+    real = daemon.sources[0].source.scan
+    daemon.sources[0].source.scan = broken  # type: ignore[method-assign]
+    report = daemon.cycle()  # must not raise
+    assert report.taken == 0
+    said = [m for (m,) in conn.execute("SELECT message FROM journal WHERE step = 'source'")]
+    assert len(said) == 1 and "could not list it" in said[0] and "UnicodeDecodeError" in said[0]
+    daemon.sources[0].source.scan = real  # type: ignore[method-assign]
+    daemon.sources[0].next_scan = 0.0
+    assert daemon.cycle().taken == 1  # the source is read again once its listing works

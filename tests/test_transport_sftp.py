@@ -342,3 +342,42 @@ def test_names_that_are_not_utf8_are_listed_fetched_and_disposed_beside_the_othe
     assert os.listdir(folder) == []
     assert sorted(os.listdir(os.fsencode(done))) == sorted([b"import.xml", b"\xcf\xf0\xe0\xe9\xf1.xml",
                                                             b"two\nlines\x1b[31m.xml"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the server side logs in as 'nobody' to be refused a read")
+def test_an_unreadable_remote_file_is_journaled_and_does_not_hold_back_the_files_after_it(
+        ssh_server: sshd.SshServer, known_hosts: Path, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+    import tempfile
+
+    from conftest import SAMPLES
+    from test_daemon import bridge, ledger, write_config
+
+    # sshd reads authorized_keys and serves files as 'nobody': everything it needs must be reachable.
+    for folder in (*ssh_server.client_key.parents, *known_hosts.parents):
+        if str(folder).startswith(tempfile.gettempdir() + "/") and folder.is_dir():
+            os.chmod(folder, folder.stat().st_mode | 0o055)
+    os.chmod(ssh_server.client_key.parent / "authorized_keys", 0o644)
+    remote = Path(tempfile.mkdtemp(prefix="bridge-sftp-"))
+    try:
+        os.chmod(remote, 0o777)
+        cfg = write_config(tmp_path, kind="sftp", path=str(remote), min_age=0, host=ssh_server.host,
+                           port=ssh_server.port, user="nobody", key_file=str(ssh_server.client_key),
+                           known_hosts=str(known_hosts))
+        sample = next((SAMPLES / "exchange" / "ut11").glob("import*.xml")).read_bytes()
+        (remote / "import0_1.xml").write_bytes(sample + b"<!--1-->")
+        os.chmod(remote / "import0_1.xml", 0)  # 1C's account wrote it with a umask that locks us out
+        (remote / "import0_2.xml").write_bytes(sample + b"<!--2-->")
+        result = bridge("run", "-c", str(cfg), "--once")
+        assert result.returncode == 0, result.stderr
+        assert [(name, status) for _, name, status in ledger(tmp_path)] == [("ut11:import0_2.xml", "applied")]
+        assert sorted(os.listdir(remote)) == ["import0_1.xml"]  # left where it is, not lost
+        conn = sqlite3.connect(tmp_path / "var" / "bridge.db")
+        try:
+            said = conn.execute("SELECT message FROM journal WHERE external_id = 'ut11:import0_1.xml'").fetchall()
+        finally:
+            conn.close()
+        assert len(said) == 1 and "permission denied" in said[0][0]
+    finally:
+        shutil.rmtree(remote, ignore_errors=True)

@@ -72,6 +72,9 @@ class _SourceState:
     # Files refused as cut off and left in the source, by (name, size, mtime): not taken again
     # while they stay the same; grown, they are a new file.
     kept: set[tuple[str, int, float]] = field(default_factory=set)
+    # A file of the last scan could not be read (refused to us): the package it belongs to is not
+    # complete here, so no full export is decided meanwhile (its goods would look absent).
+    unreadable: bool = False
 
 
 @dataclass
@@ -203,7 +206,7 @@ class Daemon:
         ``bridge ingest`` does: its run is the whole export."""
         if self.once:
             return None
-        if any(item.pending_until is not None for item in self.sources):
+        if any(item.pending_until is not None or item.unreadable for item in self.sources):
             return ""  # earlier than any timestamp: nothing is settled yet
         moment = datetime.now(UTC) - timedelta(seconds=self.deactivate_after)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -267,20 +270,26 @@ class Daemon:
         source = item.source
         try:
             files, pending = source.scan()
-        except (TransientError, UserError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a listing nobody foresaw must not stop the daemon
+            expected = isinstance(exc, (TransientError, UserError))
+            if not expected:
+                log.exception("source.scan_crashed source=%s", source.name)
             item.failures += 1
             delay = min(source.settings.interval * (2 ** (item.failures - 1)), MAX_SOURCE_BACKOFF)
             item.next_scan = time.monotonic() + delay
             log.error("source.unavailable source=%s error=%r retry_in=%.0fs", source.name, str(exc), delay)
             if item.failures == 1:
+                said = str(exc) if expected else f"could not list it: {exc!r} (a bug: please report it with this entry)"
                 with transaction(self.conn):
-                    journal.write(self.conn, journal.Entry("source", "error", f"source {source.name}: {exc}"))
+                    journal.write(self.conn, journal.Entry("source", "error", f"source {source.name}: {said}"))
             return
         if item.failures:
             log.info("source.back source=%s", source.name)
         item.failures = 0
         item.next_scan = time.monotonic() + min(source.settings.interval, self.rescan)
         item.pending_until = time.monotonic() + pending if pending is not None else None
+        refused = False  # the previous file was refused (a UserError): a second one means the source refuses us
+        item.unreadable = False
         for remote in sorted(files, key=lambda f: load_order_key(Path(f.name))):
             if self.shutdown.requested:
                 return
@@ -288,6 +297,7 @@ class Daemon:
                 continue
             try:
                 self._take(item, remote, report)
+                refused = False
             except _NotDisposed as exc:  # taken and settled; only its removal failed: go on with the rest
                 report.errors.append(str(exc))
                 log.error("source.dispose_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
@@ -303,6 +313,16 @@ class Daemon:
                 # The source dropped mid-file (or refused us): nothing of the file was committed
                 # unless the ledger says so; it is taken again at the next scan.
                 log.error("source.fetch_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
+                if isinstance(exc, UserError) and not refused:
+                    # This file refuses us (no read permission, say): it stays, said once in the journal,
+                    # and must not hold back the files after it, which are tried now. Two refusals in a
+                    # row are the source itself (a host key or login refused mid-cycle): stop there.
+                    refused = item.unreadable = True
+                    self._journal_once(journal.Entry(
+                        "source", "error", f"{source.name}: could not take {shown(remote.name)}: {exc}; it stays "
+                        "in the source and is tried again at every scan", entity="source_file",
+                        external_id=f"{source.name}:{shown(remote.name)}"))
+                    continue
                 item.failures += isinstance(exc, UserError)
                 item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
                 return
