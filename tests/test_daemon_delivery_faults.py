@@ -121,3 +121,36 @@ def test_a_listing_that_fails_unexpectedly_is_journaled_and_the_daemon_goes_on(d
     daemon.sources[0].source.scan = real  # type: ignore[method-assign]
     daemon.sources[0].next_scan = 0.0
     assert daemon.cycle().taken == 1  # the source is read again once its listing works
+
+
+def test_a_file_that_cannot_be_removed_is_not_fetched_again_and_goes_once_it_can(tmp_path: Path) -> None:
+    (tmp_path / "done").write_text("a file where the done folder should be", encoding="utf-8")
+    cfg = write_config(tmp_path, min_age=0, after="move", move_to=str(tmp_path / "done" / "sub"))
+    x.write(tmp_path / "in", "import.xml", x.catalog([x.product("p1", "Дрель")], full=False))
+    config = config_module.load(cfg)
+    conn = db.connect(config.state_path)
+    adapter = open_adapter(config)
+    try:
+        daemon = _daemon(config, conn, adapter, RecordingNotifier())
+        source = daemon.sources[0].source
+        fetched: list[str] = []
+        real_fetch = source.fetch
+
+        def counting_fetch(remote: Any, spool: Any) -> Any:
+            fetched.append(remote.name)
+            return real_fetch(remote, spool)
+
+        source.fetch = counting_fetch  # type: ignore[method-assign]
+        for _ in range(3):
+            daemon.sources[0].next_scan = 0.0
+            daemon.cycle()
+        assert fetched == ["import.xml"]  # taken once; the scans after it only try the removal again
+        assert (tmp_path / "in" / "import.xml").exists()
+        (tmp_path / "done").unlink()  # the operator fixes the folder
+        daemon.sources[0].next_scan = 0.0
+        daemon.cycle()
+        assert fetched == ["import.xml"] and not (tmp_path / "in" / "import.xml").exists()
+        assert (tmp_path / "done" / "sub" / "import.xml").exists()
+    finally:
+        adapter.close()
+        conn.close()

@@ -72,6 +72,9 @@ class _SourceState:
     # Files refused as cut off and left in the source, by (name, size, mtime): not taken again
     # while they stay the same; grown, they are a new file.
     kept: set[tuple[str, int, float]] = field(default_factory=set)
+    # Files taken and settled whose removal from the source failed, by (name, size, mtime): their
+    # removal is tried again at each scan without fetching (downloading, hashing) them again.
+    undisposed: set[tuple[str, int, float]] = field(default_factory=set)
     # A file of the last scan could not be read (refused to us): the package it belongs to is not
     # complete here, so no full export is decided meanwhile (its goods would look absent).
     unreadable: bool = False
@@ -293,12 +296,17 @@ class Daemon:
         for remote in sorted(files, key=lambda f: load_order_key(Path(f.name))):
             if self.shutdown.requested:
                 return
-            if (remote.name, remote.size, remote.mtime) in item.kept:
+            key = (remote.name, remote.size, remote.mtime)
+            if key in item.kept:
+                continue
+            if key in item.undisposed:
+                self._dispose_again(item, remote)
                 continue
             try:
                 self._take(item, remote, report)
                 refused = False
             except _NotDisposed as exc:  # taken and settled; only its removal failed: go on with the rest
+                item.undisposed.add(key)
                 report.errors.append(str(exc))
                 log.error("source.dispose_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
                 self._journal_once(journal.Entry("source", "error", str(exc), entity="source_file",
@@ -326,6 +334,17 @@ class Daemon:
                 item.failures += isinstance(exc, UserError)
                 item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
                 return
+
+    def _dispose_again(self, item: _SourceState, remote: RemoteFile) -> None:
+        """A file taken before whose removal failed (journaled then): try the removal alone."""
+        try:
+            item.source.dispose(remote)
+        except (BridgeError, OSError) as exc:
+            log.debug("source.dispose_failed_again source=%s file=%s error=%r", item.source.name,
+                      shown(remote.name), str(exc))
+            return
+        item.undisposed.discard((remote.name, remote.size, remote.mtime))
+        log.info("source.disposed source=%s file=%s (after an earlier failure)", item.source.name, shown(remote.name))
 
     def _take(self, item: _SourceState, remote: RemoteFile, report: CycleReport) -> None:
         source = item.source
