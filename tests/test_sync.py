@@ -683,3 +683,14 @@ def test_a_good_deleted_by_a_status_element_is_deactivated(cfg: Path, tmp_path: 
     x.write(tmp_path / "2", "import.xml", x.catalog([gone], full=False))
     ingest(cfg, tmp_path / "2")
     assert {k: p["active"] for k, p in products(cfg).items()} == {"p1": True, "p2": False}
+
+
+def test_journal_since_takes_the_times_support_types(cfg: Path) -> None:
+    ingest(cfg, SAMPLES / "exchange" / "ut11")
+    for since in ("2000-01-01", "2000-01-01 10:00", "2000-01-01T10:00:00Z", "2000-01-01T13:00:00+03:00", "2h"):
+        code, output = run_cli("journal", "-c", cfg, "--json", "--since", since)
+        assert code == 0 and json.loads(output), (since, output)
+    code, output = run_cli("journal", "-c", cfg, "--json", "--since", "2999-01-01")
+    assert code == 0 and json.loads(output) == []  # nothing happened after it
+    code, output = run_cli("journal", "-c", cfg, "--since", "yesterday-ish")
+    assert code == 2 and "--since" in output and "'yesterday-ish' is not a time" in output

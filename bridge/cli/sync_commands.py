@@ -181,7 +181,7 @@ def archive_list(ctx: click.Context, config_path: Path | None, as_json: bool) ->
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 
 
-def _since(value: str | None) -> str | None:
+def _since(value: str | None, option: str = "--since") -> str | None:
     if value is None:
         return None
     match = _RELATIVE.match(value.strip())
@@ -192,7 +192,8 @@ def _since(value: str | None) -> str | None:
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise click.BadParameter("use an ISO time such as 2026-11-28T10:00 or a span such as 2h, 3d") from None
+            raise click.BadParameter(f"'{value}' is not a time: use an ISO time such as 2026-11-28T10:00 or "
+                                     "a span such as 2h, 3d", param_hint=f"'{option}'") from None
         if moment.tzinfo is None:
             moment = moment.astimezone()  # a person types local time
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -264,7 +265,7 @@ def prune_command(config_path: Path, before: str | None, dry_run: bool, as_json:
     """Remove archived copies of applied files, delivered outbox rows and settled journal entries older than
     [archive] keep_days and [state] keep_days. Quarantined, partial and pending work is never removed."""
     config = load_config(config_path)
-    limits = retention.cutoffs(config, _since(before))
+    limits = retention.cutoffs(config, _since(before, "--before"))
     if not limits.active:
         result = retention.Pruned()
         message = "retention is off ([archive] keep_days and [state] keep_days are 0, no --before): nothing removed"
