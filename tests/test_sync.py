@@ -694,3 +694,13 @@ def test_journal_since_takes_the_times_support_types(cfg: Path) -> None:
     assert code == 0 and json.loads(output) == []  # nothing happened after it
     code, output = run_cli("journal", "-c", cfg, "--since", "yesterday-ish")
     assert code == 2 and "--since" in output and "'yesterday-ish' is not a time" in output
+
+
+def test_a_number_beyond_any_amount_is_a_warning_and_the_rest_of_the_offer_applies(cfg: Path, tmp_path: Path) -> None:
+    x.write(tmp_path / "1", "import.xml", x.catalog([x.product("p1", "Дрель")], full=False))
+    x.write(tmp_path / "1", "offers.xml", x.offers([x.offer("p1", retail="1e400", wholesale="900",
+                                                            stock={x.MAIN: 3})]))
+    output = ingest(cfg, tmp_path / "1")
+    assert "beyond any amount" in run_cli("journal", "-c", cfg)[1]
+    [p1] = dump(cfg)["products"]
+    assert (p1["prices"], p1["stock"]) == ({"Оптовая": 900}, {"Основной склад": 3}), output

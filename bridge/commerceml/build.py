@@ -20,6 +20,7 @@ from bridge.commerceml.records import (
 
 Warn = Callable[[etree._Element, str], None]
 _TRUE = {"true", "1", "да", "истина", "yes"}
+_MAX_EXPONENT = 17  # 18 integer digits: 1C's widest number fields hold 15, a CRM's decimal(18, x) 18
 
 
 # Full tag -> local name. CommerceML has a few hundred element names; the cap
@@ -100,6 +101,11 @@ def number(element: etree._Element | None, warn: Warn, value: str | None = None)
     if result is None or not result.is_finite():
         if element is not None:
             warn(element, f"'{raw}' is not a number; the value is ignored")
+        return None
+    if result.adjusted() > _MAX_EXPONENT:  # '1e400': finite, but no CRM field takes it
+        if element is not None:
+            warn(element, f"'{raw}' is beyond any amount 1C keeps (more than {_MAX_EXPONENT + 1} digits); "
+                          "the value is ignored")
         return None
     return result
 
