@@ -18,6 +18,7 @@ from bridge.cli.context import (
 from bridge.commerceml.files import InputFile, expand_inputs
 from bridge.errors import UserError
 from bridge.store import journal, ledger, outbox, state
+from bridge.store.clock import stamp
 from bridge.sync.background import BackgroundDelivery
 from bridge.sync.batch import fewer_collections
 from bridge.sync.deliver import DeliveryStats, deliver
@@ -196,7 +197,7 @@ def _since(value: str | None, option: str = "--since") -> str | None:
                                      "a span such as 2h, 3d", param_hint=f"'{option}'") from None
         if moment.tzinfo is None:
             moment = moment.astimezone()  # a person types local time
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return stamp(moment)
 
 
 @click.command("journal")

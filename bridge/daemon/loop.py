@@ -28,6 +28,7 @@ from bridge.daemon.signals import Shutdown
 from bridge.errors import BridgeError, TransientError, UserError
 from bridge.secrets import credential_path
 from bridge.store import journal, outbox, state
+from bridge.store.clock import stamp
 from bridge.store.db import transaction
 from bridge.sync.deliver import deliver
 from bridge.sync.batch import fewer_collections
@@ -211,8 +212,7 @@ class Daemon:
             return None
         if any(item.pending_until is not None or item.unreadable for item in self.sources):
             return ""  # earlier than any timestamp: nothing is settled yet
-        moment = datetime.now(UTC) - timedelta(seconds=self.deactivate_after)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return stamp(datetime.now(UTC) - timedelta(seconds=self.deactivate_after))
 
     def _cycle(self) -> CycleReport:
         report = CycleReport()

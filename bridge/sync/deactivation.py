@@ -46,8 +46,9 @@ def deactivate(conn: sqlite3.Connection, max_share: float, force: bool, *,
     by_catalog: dict[str, list[int]] = {}
     latest: dict[str, str] = {}
     for file_id, catalog_id, received_at in pending:
-        by_catalog.setdefault(catalog_id or "", []).append(file_id)
-        latest[catalog_id or ""] = max(latest.get(catalog_id or "", ""), received_at)
+        key = catalog_id or ""
+        by_catalog.setdefault(key, []).append(file_id)
+        latest[key] = max(latest.get(key, ""), received_at)
     return [_catalog(conn, catalog, files, max_share, force) for catalog, files in by_catalog.items()
             if settled_before is None or latest[catalog] < settled_before]
 

@@ -29,7 +29,7 @@ from typing import Any
 from bridge import faults
 from bridge.config import Config
 from bridge.store import journal
-from bridge.store.clock import now
+from bridge.store.clock import now, stamp
 from bridge.store.db import json_array, transaction
 from bridge.sync import archive
 
@@ -65,10 +65,6 @@ class Pruned:
                 f"{self.journal_entries} journal entr{'y' if self.journal_entries == 1 else 'ies'}")
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def cutoffs(config: Config, before: str | None = None) -> Cutoffs:
     """From the configuration's keep_days, or one time for both (``before``, an ISO time)."""
     if before is not None:
@@ -76,7 +72,7 @@ def cutoffs(config: Config, before: str | None = None) -> Cutoffs:
     moment = datetime.now(UTC)
 
     def cut(days: float) -> str | None:
-        return _iso(moment - timedelta(days=days)) if days > 0 else None
+        return stamp(moment - timedelta(days=days)) if days > 0 else None
 
     return Cutoffs(cut(config.archive_keep_days), cut(config.state_keep_days))
 
