@@ -70,10 +70,10 @@ class _SourceState:
     next_scan: float = 0.0
     failures: int = 0
     pending_until: float | None = None
-    # Files refused as cut off and left in the source, by (name, size, mtime): not taken again
+    # Files refused as cut off and left in the source, by RemoteFile.identity: not taken again
     # while they stay the same; grown, they are a new file.
     kept: set[tuple[str, int, float]] = field(default_factory=set)
-    # Files taken and settled whose removal from the source failed, by (name, size, mtime): their
+    # Files taken and settled whose removal from the source failed, by RemoteFile.identity: their
     # removal is tried again at each scan without fetching (downloading, hashing) them again.
     undisposed: set[tuple[str, int, float]] = field(default_factory=set)
     # A file of the last scan could not be read (refused to us): the package it belongs to is not
@@ -296,40 +296,36 @@ class Daemon:
         for remote in sorted(files, key=lambda f: load_order_key(Path(f.name))):
             if self.shutdown.requested:
                 return
-            key = (remote.name, remote.size, remote.mtime)
-            if key in item.kept:
+            if remote.identity in item.kept:
                 continue
-            if key in item.undisposed:
+            if remote.identity in item.undisposed:
                 self._dispose_again(item, remote)
                 continue
+            name = shown(remote.name)
+            label = f"{source.name}:{name}"  # what the ledger and the journal call it
             try:
-                self._take(item, remote, report)
+                self._take(item, remote, label, report)
                 refused = False
             except _NotDisposed as exc:  # taken and settled; only its removal failed: go on with the rest
-                item.undisposed.add(key)
+                item.undisposed.add(remote.identity)
                 report.errors.append(str(exc))
-                log.error("source.dispose_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
-                self._journal_once(journal.Entry("source", "error", str(exc), entity="source_file",
-                                                 external_id=f"{source.name}:{shown(remote.name)}"))
+                log.error("source.dispose_failed source=%s file=%s error=%r", source.name, name, str(exc))
+                self._journal_file(label, "error", str(exc))
             except Exception as exc:  # noqa: BLE001 - a file nobody foresaw must not stop the daemon
                 if not isinstance(exc, (BridgeError, OSError)):
-                    log.exception("source.take_crashed source=%s file=%s", source.name, shown(remote.name))
-                    self._journal_once(journal.Entry(
-                        "source", "error", f"{source.name}: could not take {shown(remote.name)}: {exc!r}; it stays "
-                        "in the source and is tried again (a bug: please report it with this entry)",
-                        entity="source_file", external_id=f"{source.name}:{shown(remote.name)}"))
+                    log.exception("source.take_crashed source=%s file=%s", source.name, name)
+                    self._journal_file(label, "error", f"{source.name}: could not take {name}: {exc!r}; it stays "
+                                       "in the source and is tried again (a bug: please report it with this entry)")
                 # The source dropped mid-file (or refused us): nothing of the file was committed
                 # unless the ledger says so; it is taken again at the next scan.
-                log.error("source.fetch_failed source=%s file=%s error=%r", source.name, shown(remote.name), str(exc))
+                log.error("source.fetch_failed source=%s file=%s error=%r", source.name, name, str(exc))
                 if isinstance(exc, UserError) and not refused:
                     # This file refuses us (no read permission, say): it stays, said once in the journal,
                     # and must not hold back the files after it, which are tried now. Two refusals in a
                     # row are the source itself (a host key or login refused mid-cycle): stop there.
                     refused = item.unreadable = True
-                    self._journal_once(journal.Entry(
-                        "source", "error", f"{source.name}: could not take {shown(remote.name)}: {exc}; it stays "
-                        "in the source and is tried again at every scan", entity="source_file",
-                        external_id=f"{source.name}:{shown(remote.name)}"))
+                    self._journal_file(label, "error", f"{source.name}: could not take {name}: {exc}; it stays "
+                                       "in the source and is tried again at every scan")
                     continue
                 item.failures += isinstance(exc, UserError)
                 item.next_scan = time.monotonic() + min(source.settings.interval, 5.0)
@@ -337,18 +333,21 @@ class Daemon:
 
     def _dispose_again(self, item: _SourceState, remote: RemoteFile) -> None:
         """A file taken before whose removal failed (journaled then): try the removal alone."""
+        source, name = item.source, shown(remote.name)
         try:
-            item.source.dispose(remote)
+            source.dispose(remote)
         except (BridgeError, OSError) as exc:
-            log.debug("source.dispose_failed_again source=%s file=%s error=%r", item.source.name,
-                      shown(remote.name), str(exc))
+            log.debug("source.dispose_failed_again source=%s file=%s error=%r", source.name, name, str(exc))
             return
-        item.undisposed.discard((remote.name, remote.size, remote.mtime))
-        log.info("source.disposed source=%s file=%s (after an earlier failure)", item.source.name, shown(remote.name))
+        item.undisposed.discard(remote.identity)
+        log.info("source.disposed source=%s file=%s (after an earlier failure)", source.name, name)
 
-    def _take(self, item: _SourceState, remote: RemoteFile, report: CycleReport) -> None:
+    def _journal_file(self, label: str, status: str, message: str) -> None:
+        """Something about one source file, said once (the log has every time it happens)."""
+        self._journal_once(journal.Entry("source", status, message, entity="source_file", external_id=label))
+
+    def _take(self, item: _SourceState, remote: RemoteFile, label: str, report: CycleReport) -> None:
         source = item.source
-        label = f"{source.name}:{shown(remote.name)}"
         self.last_file = label
         self.notifier.status(self._status(f"reading {label}"))
         zipped = Path(remote.name).suffix.lower() == ".zip"
@@ -370,10 +369,9 @@ class Daemon:
         if cut_off and not zipped:
             # It may be 1C pausing mid-export for longer than min_age: deleting it now would send the
             # rest of the export into an unlinked file. It stays; once it grows it is a new file.
-            item.kept.add((remote.name, remote.size, remote.mtime))
-            self._journal_once(journal.Entry("source", "warning", f"{label} ends too early and stays in its "
-                                             "source in case 1C is still writing it; a longer version is taken "
-                                             "as a new file", entity="source_file", external_id=label))
+            item.kept.add(remote.identity)
+            self._journal_file(label, "warning", f"{label} ends too early and stays in its source in case 1C is "
+                               "still writing it; a longer version is taken as a new file")
             return
         if finished:
             try:

@@ -44,6 +44,11 @@ class RemoteFile:
     size: int
     mtime: float
 
+    @property
+    def identity(self) -> tuple[str, int, float]:
+        """This version of the file: the same name grown or rewritten is another one."""
+        return self.name, self.size, self.mtime
+
 
 class Stability:
     """Decides completeness by our own clock, never by the writer's timestamps.
