@@ -75,6 +75,11 @@ def fingerprint(intent: Intent) -> str:
     return digest.hexdigest()[:32]  # 128 bits tell payloads apart; the id map stays small
 
 
+def _fingerprints(intents: list[Intent]) -> dict[int, str]:
+    """Each intent's fingerprint by id(); an only_if_known intent gets one in _changed, if its record is known."""
+    return {id(intent): fingerprint(intent) for intent in intents if not intent.only_if_known}
+
+
 def _claim_key(origin: str, sha256: str) -> str:
     """What a file is claimed under: where it came from and its content, not its name."""
     return hashlib.sha256(f"{origin}\n{sha256}".encode()).hexdigest()
@@ -358,7 +363,7 @@ class Pipeline:
             return state.known_products(conn, needs, file_id), _current_fingerprints(conn, intents, file_id)
 
         answer = self._writer.ask(lookups) if self._writer is not None else None
-        fingerprints = {id(intent): fingerprint(intent) for intent in intents if not intent.only_if_known}
+        fingerprints = _fingerprints(intents)
         known, current = answer.result() if answer is not None else lookups(self.conn)
         ready: list[Intent] = []
         waiting: list[tuple[str, str, dict[str, Any]]] = []
@@ -462,7 +467,7 @@ class Pipeline:
     def _changed(self, intents: list[Intent], plan: defaultdict[str, dict[str, int]]) -> list[tuple[Intent, str]]:
         """Keep the intents whose fingerprint differs from what records holds (outside a file being read)."""
         current = _current_fingerprints(self.conn, intents, None)
-        return _changed(intents, current, {id(i): fingerprint(i) for i in intents if not i.only_if_known}, plan)
+        return _changed(intents, current, _fingerprints(intents), plan)
 
     def _commit(self, file_id: int, name: str, reader: FileReader, names: Names,
                 plan: defaultdict[str, dict[str, int]], released: int = 0) -> FileOutcome:
