@@ -286,10 +286,7 @@ class SftpSource(Source):
         """Whether ``remote_dir/name`` is there (an order file 1C has not taken yet)."""
         sftp = self._session()
         try:
-            sftp.stat(posixpath.join(remote_dir, name))
-            return True
-        except FileNotFoundError:
-            return False
+            return self._exists(sftp, posixpath.join(remote_dir, name))
         except _FAILURES as exc:
             raise self._failure(exc, f"looking for {name}") from None
 
