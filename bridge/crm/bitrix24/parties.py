@@ -76,9 +76,8 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
             company_id = row["ENTITY_ID"]
             owned = any(r.get("XML_ID") for r in values[1] if _company_key(r["ENTITY_ID"]) == _company_key(company_id))
             if owned:  # another 1C Ид of a counterparty we already have: one more requisite carries it
-                add = Cmd("crm.requisite.add", {"fields": {
-                    "ENTITY_TYPE_ID": COMPANY, "ENTITY_ID": company_id, "PRESET_ID": _preset(ctx, match_inn),
-                    "NAME": title or ext, "XML_ID": ext, "RQ_INN": match_inn, "RQ_KPP": match_kpp or "", **requisite}})
+                add = _add_requisite(ctx, company_id, title or ext, ext, match_inn,
+                                     {"RQ_INN": match_inn, "RQ_KPP": match_kpp or "", **requisite})
                 state = CompanyState(company_id, add.ref(), ctx.clock())
                 cmds.append(add)
             else:  # made by hand: it becomes ours
@@ -95,9 +94,7 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
         add_item = Cmd("crm.item.add", {"entityTypeId": COMPANY, "fields": {
             "title": title, "originatorId": ctx.settings.originator, "originId": ext}})
         company_id = add_item.ref("item", "id")
-        add_requisite = Cmd("crm.requisite.add", {"fields": {
-            "ENTITY_TYPE_ID": COMPANY, "ENTITY_ID": company_id, "PRESET_ID": _preset(ctx, inn),
-            "NAME": title, "XML_ID": ext, **requisite}})
+        add_requisite = _add_requisite(ctx, company_id, title, ext, inn, requisite)
         state = CompanyState(company_id, add_requisite.ref(), ctx.clock())
         ctx.lookups.register("company", ext, state)
         if inn:  # a later operation of this batch matching this ИНН must find it
@@ -118,9 +115,7 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
                                                "fields": item_fields}))
     add_requisite = None
     if state.requisite_id is None:  # our company, but its requisite (which carries the 1C Ид) was never made
-        add_requisite = Cmd("crm.requisite.add", {"fields": {
-            "ENTITY_TYPE_ID": COMPANY, "ENTITY_ID": state.company_id, "PRESET_ID": _preset(ctx, inn),
-            "NAME": title or ext, "XML_ID": ext, **requisite}})
+        add_requisite = _add_requisite(ctx, state.company_id, title or ext, ext, inn, requisite)
         cmds.append(add_requisite)
     elif requisite:
         cmds.append(Cmd("crm.requisite.update", {"id": state.requisite_id, "fields": requisite}))
@@ -132,6 +127,12 @@ def upsert_company(ctx: Ctx, op: Operation, payload: dict[str, Any]) -> Body:
     if add_requisite is not None:
         state.requisite_id = concrete(add_requisite.ref())
     return ok(concrete(state.company_id), created=False)
+
+
+def _add_requisite(ctx: Ctx, company_id: Any, name: str, ext: str, inn: str | None, fields: dict[str, Any]) -> Cmd:
+    """The requisite that carries a company's 1C Ид (XML_ID), with its ИНН/КПП and the rest in ``fields``."""
+    return Cmd("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": COMPANY, "ENTITY_ID": company_id,
+                                                "PRESET_ID": _preset(ctx, inn), "NAME": name, "XML_ID": ext, **fields}})
 
 
 def _preset(ctx: Ctx, inn: str | None) -> int:
