@@ -65,22 +65,24 @@ _CENT = Decimal("0.01")
 # The filters return plain str, not Markup: autoescape passes a plain str through markupsafe's
 # C fast path, whereas a Markup value is unwrapped and re-wrapped in Python (twice the cost).
 # Their output (digits, dot, minus) is the same either way.
+def _decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
 def money(value: Any) -> str:
-    number = value if isinstance(value, Decimal) else Decimal(str(value))
-    return format(number.quantize(_CENT, ROUND_HALF_UP), "f")
+    return format(_decimal(value).quantize(_CENT, ROUND_HALF_UP), "f")
 
 
 def price(value: Any) -> str:
     """A unit price: 2 decimals, more only when the price has them (0.125 stays 0.125), so that
     ЦенаЗаЕдиницу x Количество - Скидки still gives the line's Сумма."""
-    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    number = _decimal(value)
     cents = number.quantize(_CENT, ROUND_HALF_UP)
     return format(cents if cents == number else number.normalize(), "f")
 
 
 def quantity(value: Any) -> str:
-    number = value if isinstance(value, Decimal) else Decimal(str(value))
-    return format(number.normalize(), "f")
+    return format(_decimal(value).normalize(), "f")
 
 
 class Renderer:
