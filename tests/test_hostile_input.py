@@ -280,29 +280,25 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert code == 2
 
 
-def test_commerceml_3_offer_changes_read_as_offers(tmp_path: Path) -> None:
-    path = _write(tmp_path, "rests.xml", '<?xml version="1.0" encoding="UTF-8"?>\n'
-                  '<КоммерческаяИнформация xmlns="urn:1C.ru:commerceml_3" ВерсияСхемы="3.1">\n'
-                  '<ИзмененияПакетаПредложений СодержитТолькоИзменения="true"><Ид>c#</Ид><ИдКаталога>c</ИдКаталога>'
-                  "<Предложения><Предложение><Ид>p1</Ид><Остатки><Остаток><Количество>3</Количество></Остаток>"
-                  "</Остатки></Предложение></Предложения></ИзмененияПакетаПредложений></КоммерческаяИнформация>\n")
-    code, [report] = inspect_json(path)
-    assert code == 0
-    assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == ("rests", 1, True)
-
-
-def test_offer_changes_package_is_changes_only_by_its_name(tmp_path: Path) -> None:
-    # CommerceML 2.10 defines ИзмененияПакетаПредложений without the СодержитТолькоИзменения flag:
-    # what it carries are changes whether or not 1C says so.
-    path = _write(tmp_path, "offers.xml", '<?xml version="1.0" encoding="UTF-8"?>\n'
-                  '<КоммерческаяИнформация xmlns="urn:1C.ru:commerceml_210" ВерсияСхемы="2.10">\n'
-                  "<ИзмененияПакетаПредложений><Ид>c#</Ид><ИдКаталога>c</ИдКаталога>"
-                  "<Предложения><Предложение><Ид>p1</Ид><Цены><Цена><ИдТипаЦены>t</ИдТипаЦены>"
-                  "<ЦенаЗаЕдиницу>5</ЦенаЗаЕдиницу></Цена></Цены></Предложение></Предложения>"
+# CommerceML 3.1 flags ИзмененияПакетаПредложений as changes; 2.10 defines it without the
+# СодержитТолькоИзменения flag: what it carries are changes whether or not 1C says so.
+@pytest.mark.parametrize("name, namespace, version, flag, offer, kind", [
+    ("rests.xml", "commerceml_3", "3.1", ' СодержитТолькоИзменения="true"',
+     "<Остатки><Остаток><Количество>3</Количество></Остаток></Остатки>", "rests"),
+    ("offers.xml", "commerceml_210", "2.10", "",
+     "<Цены><Цена><ИдТипаЦены>t</ИдТипаЦены><ЦенаЗаЕдиницу>5</ЦенаЗаЕдиницу></Цена></Цены>", "prices"),
+], ids=["3.1-flagged", "2.10-by-its-name"])
+def test_offer_changes_package_reads_as_offers_and_changes_only(tmp_path: Path, name: str, namespace: str,
+                                                                version: str, flag: str, offer: str,
+                                                                kind: str) -> None:
+    path = _write(tmp_path, name, '<?xml version="1.0" encoding="UTF-8"?>\n'
+                  f'<КоммерческаяИнформация xmlns="urn:1C.ru:{namespace}" ВерсияСхемы="{version}">\n'
+                  f"<ИзмененияПакетаПредложений{flag}><Ид>c#</Ид><ИдКаталога>c</ИдКаталога>"
+                  f"<Предложения><Предложение><Ид>p1</Ид>{offer}</Предложение></Предложения>"
                   "</ИзмененияПакетаПредложений></КоммерческаяИнформация>\n")
     code, [report] = inspect_json(path)
     assert code == 0
-    assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == ("prices", 1, True)
+    assert (report["kind"], report["counts"]["offers"], report["contains_only_changes"]) == (kind, 1, True)
 
 
 def test_zip_inside_a_zip_is_refused_not_left_out(tmp_path: Path) -> None:
